@@ -1,0 +1,204 @@
+"""``molfed`` command line: run federations, write demo data, predict with logged models.
+
+User mistakes (bad configs, bad libraries, unknown names) print one line and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from molfed.errors import MolfedError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+DEMO_DATA = REPO_ROOT / "demo_data"
+
+_PREFECT_DEFAULTS = {
+    # No network on partner machines: no telemetry.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # A cold ephemeral server can take > 20 s (Prefect's default) on 2 cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+def prefect_environment(verbose: bool = False) -> None:
+    """Set molfed's Prefect defaults (user-set variables win). Call before importing prefect."""
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="molfed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a federation config (YAML)")
+    run.add_argument("config", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set federation.rounds=5 (repeatable)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs on the console")
+
+    demo = sub.add_parser("demo", help="write the demo partner libraries (if missing) and run configs/demo.yaml")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("-v", "--verbose", action="store_true")
+
+    data = sub.add_parser("demo-data", help="write the demo partner libraries (FreeSolv split by scaffold)")
+    data.add_argument("out_dir", type=Path)
+    data.add_argument("--seed", type=int, default=0)
+
+    pred = sub.add_parser("predict", help="predict with a logged or registered model")
+    pred.add_argument("--model", required=True, help="models:/name/1, models:/name@alias, models:/m-<id>, runs:/...")
+    pred.add_argument("--input", required=True, type=Path, help="CSV with a SMILES column")
+    pred.add_argument("--smiles-column", default="smiles")
+    pred.add_argument("--output", required=True, type=Path)
+    pred.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlruns")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config, args.overrides, args.verbose)
+        if args.command == "demo":
+            _write_demo_data(DEMO_DATA, seed=0, only_if_missing=True)
+            return _run(DEMO_CONFIG, args.overrides, args.verbose)
+        if args.command == "demo-data":
+            _write_demo_data(args.out_dir, seed=args.seed, only_if_missing=False)
+            return 0
+        if args.command == "predict":
+            return _predict(args)
+    except MolfedError as exc:
+        print(f"molfed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("molfed: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+def _write_demo_data(out_dir: Path, *, seed: int, only_if_missing: bool) -> None:
+    from molfed.data.demo import DEMO_PARTNERS, write_demo_partners
+
+    if only_if_missing and all((out_dir / f"{name}.csv").exists() for name in DEMO_PARTNERS):
+        return
+    paths = write_demo_partners(out_dir, seed=seed)
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+
+
+def _run(config_path: Path, overrides: Sequence[str], verbose: bool) -> int:
+    from molfed.config import load_config
+
+    config = load_config(config_path, overrides)
+    prefect_environment(verbose)
+    from rich.console import Console
+
+    from flows.federated_training import federated_training
+    from molfed import progress
+    from molfed.federated.strategies import QuorumError
+
+    console = Console()
+    listener = _RichListener(console)
+    try:
+        with listener, progress.listening(listener):
+            result = federated_training(config)
+    except QuorumError as exc:
+        raise MolfedError(f"round aborted below quorum: {exc}") from None
+    _print_results(console, result)
+    return 0
+
+
+class _RichListener:
+    """Shows progress events as rich progress bars."""
+
+    def __init__(self, console: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichListener:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def stage(self, name: str, total: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=total, detail="")
+
+    def advance(self, name: str, detail: str = "") -> None:
+        if name not in self.tasks:
+            self.console_line(f"{name}: {detail}")
+            return
+        self.progress.update(self.tasks[name], advance=1, detail=detail)
+
+    def console_line(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/dim]")
+
+
+def _print_results(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    metric, kinds = result["metric"], result["kinds"]
+    table = Table(title=f"Test {metric} per partner (each partner's own scaffold test split)")
+    table.add_column("partner")
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    for row in result["rows"]:
+        table.add_row(row["partner"], *(f"{row[k]:.3f}" if row.get(k) is not None else "–" for k in kinds))
+    console.print(table)
+    console.print(f"Finished in {result['seconds']:.1f} s. MLflow run {result['run_id']}; model {result['model_uri']}"
+                  + (f" registered as {result['registered_model']} v{result['model_version']}"
+                     if result.get("model_version") else ""))
+    uri = result["tracking_uri"]
+    console.print("\nOpen the MLflow UI on these runs:")
+    console.print(f"  .venv/bin/mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000")
+    home = os.environ.get("PREFECT_HOME")
+    prefix = f"PREFECT_HOME={shlex.quote(home)} " if home else ""
+    console.print("Open the Prefect UI on the flow runs:")
+    console.print(f"  {prefix}.venv/bin/prefect server start --port 4200")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from molfed.errors import InputError
+    from molfed.tracking import load_pyfunc
+
+    path: Path = args.input
+    if not path.is_file():
+        raise InputError("input file not found" if not path.exists() else "is a directory, expected a file",
+                         path=str(path))
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read CSV ({type(exc).__name__})", path=str(path)) from None
+    if args.smiles_column not in frame.columns:
+        raise InputError(f"column not found; columns are {list(frame.columns)}", path=str(path),
+                         column=args.smiles_column)
+    try:
+        model = load_pyfunc(args.model, args.tracking_uri)
+    except Exception as exc:
+        raise MolfedError(f"cannot load model {args.model!r}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    preds = model.predict(pd.DataFrame({"smiles": frame[args.smiles_column]}))
+    out = pd.concat([frame.reset_index(drop=True), preds.reset_index(drop=True)], axis=1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.output, index=False)
+    print(f"wrote {len(out)} predictions ({int((~preds['valid']).sum())} invalid SMILES) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

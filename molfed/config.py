@@ -1,0 +1,295 @@
+"""Experiment configuration: pydantic models validated once, at the edge.
+
+A YAML file is loaded with :func:`load_config`; the resulting :class:`RunConfig` is the single parameter of the
+Prefect flow (Prefect renders it as a form). Below the flow, functions take explicit keyword arguments.
+
+Relative partner paths and workspaces are resolved against the directory of the YAML file, so a config means the
+same thing from any working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from molfed.errors import ConfigError
+
+ENCODER_NAMES = ("attentivefp", "gine")
+STRATEGY_NAMES = ("fedavg",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Model):
+    """One prediction target shared by the federation."""
+
+    name: str = Field(description="Task name; also the default label column in every partner library.")
+    type: Literal["regression", "classification"] = Field(
+        "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
+    )
+
+
+class PartnerConfig(_Model):
+    """Where one partner's library lives. Only the name and paths ever leave the partner."""
+
+    name: str = Field(description="Partner name, used in metric names and logs (letters, digits, _ . -).")
+    path: Path = Field(description="Library file: .csv, .csv.gz, .tsv, .sdf or .parquet.")
+    smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
+    label_columns: dict[str, str] = Field(
+        default_factory=dict, description="Task name -> column in this library; defaults to the task name."
+    )
+    workspace: Path | None = Field(
+        None, description="Partner-private directory for caches, splits and rejects (default: workspaces/<name>)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"got {value!r}, expected letters, digits, '_', '.', '-' (max 63 characters)")
+        return value
+
+    def column_for(self, task: str) -> str:
+        """Return the library column holding ``task``'s labels."""
+        return self.label_columns.get(task, task)
+
+
+class StandardizeConfig(_Model):
+    largest_fragment: bool = Field(True, description="Keep the largest organic fragment (strip salts, solvents).")
+    neutralize: bool = Field(True, description="Neutralize charges where a neutral form exists.")
+    canonical_tautomer: bool = Field(False, description="Replace each molecule by RDKit's canonical tautomer.")
+
+
+class DataConfig(_Model):
+    standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
+    duplicates: Literal["merge", "keep_first", "reject"] = Field(
+        "merge", description="Duplicates (same InChIKey) within a partner: average labels, keep first, or reject."
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Per-partner scaffold split: train, validation, test fractions."
+    )
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _check_fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
+            raise ValueError(f"got {list(value)}, expected three non-negative fractions summing to 1, train > 0")
+        return value
+
+
+class ModelConfig(_Model):
+    encoder: str = Field("gine", description=f"GNN encoder, one of {list(ENCODER_NAMES)}.")
+    hidden_channels: int = Field(64, ge=4, le=2048, description="Width of node and graph embeddings.")
+    num_layers: int = Field(3, ge=1, le=12, description="Message-passing layers.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the encoder and head.")
+    readout: Literal["mean", "sum", "max"] = Field("mean", description="Graph pooling (GINE only).")
+    head_layers: int = Field(2, ge=1, le=6, description="Layers of the MLP head.")
+
+    @field_validator("encoder")
+    @classmethod
+    def _check_encoder(cls, value: str) -> str:
+        if value not in ENCODER_NAMES:
+            raise ValueError(f"unknown encoder {value!r}; choose from {sorted(ENCODER_NAMES)}")
+        return value
+
+
+class TrainConfig(_Model):
+    epochs: int = Field(2, ge=1, le=10_000, description="Local epochs per round (and per baseline round).")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Mini-batch size in molecules.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Local optimizer.")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Local learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay.")
+
+
+class FederationConfig(_Model):
+    rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
+    strategy: str = Field("fedavg", description=f"Aggregation strategy, one of {list(STRATEGY_NAMES)}.")
+    min_partners: int | None = Field(
+        None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
+    )
+    partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str) -> str:
+        if value not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {value!r}; choose from {sorted(STRATEGY_NAMES)}")
+        return value
+
+
+class BaselineConfig(_Model):
+    local_only: bool = Field(True, description="Train one model per partner on its own data, same budget.")
+    pooled: bool = Field(True, description="Train one model on the union of partners (simulation only).")
+
+
+class TrackingConfig(_Model):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite under ./mlruns."
+    )
+    experiment: str = Field("molfed", description="MLflow experiment name.")
+    registered_model: str | None = Field("molfed-model", description="Registry name for the final model.")
+
+
+class RunConfig(_Model):
+    """A whole federation: partners, tasks, model, training, strategy and tracking."""
+
+    name: str = Field("federation", description="Run name shown in MLflow and Prefect.")
+    seed: int = Field(0, ge=0, description="Seed for splits, initial weights and data order.")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto picks CUDA when available.")
+    tasks: list[TaskSpec] = Field(min_length=1, description="Prediction targets.")
+    partners: list[PartnerConfig] = Field(min_length=1, description="Partners taking part.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> RunConfig:
+        _no_duplicates([p.name for p in self.partners], "partner name")
+        _no_duplicates([t.name for t in self.tasks], "task name")
+        task_names = {t.name for t in self.tasks}
+        for partner in self.partners:
+            unknown = sorted(set(partner.label_columns) - task_names)
+            if unknown:
+                raise ValueError(
+                    f"partner {partner.name!r}: label_columns names unknown task(s) {unknown}; "
+                    f"tasks are {sorted(task_names)}"
+                )
+        quorum = self.federation.min_partners
+        if quorum is not None and quorum > len(self.partners):
+            raise ValueError(f"federation.min_partners: got {quorum}, expected at most {len(self.partners)}")
+        return self
+
+    @property
+    def quorum(self) -> int:
+        """Fewest successful partners a round needs."""
+        return self.federation.min_partners or len(self.partners)
+
+    def workspace_for(self, partner: PartnerConfig) -> Path:
+        return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
+
+
+def _no_duplicates(names: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} {name!r}")
+        seen.add(name)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping.
+
+    Raises
+    ------
+    ConfigError
+        If an override is not of the form ``key=value`` or walks through a non-container.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. federation.rounds=5")
+        node: Any = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = _child(node, part, key)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, key)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])!r} is not a mapping or list")
+    return raw
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key)]
+    if isinstance(node, dict):
+        return node.setdefault(part, {})
+    raise ConfigError(f"--set {key}: cannot descend into {part!r}")
+
+
+def _index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: got index {part!r}, expected 0..{len(node) - 1}")
+    return int(part)
+
+
+def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Validate a raw mapping into a :class:`RunConfig`, resolving relative paths against ``base_dir``.
+
+    Raises
+    ------
+    ConfigError
+        One line per problem, each naming the config key, e.g. ``demo.yaml: train.epochs: ... (got -1)``.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            msg = err["msg"].removeprefix("Value error, ")
+            got = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
+            lines.append(f"{source}: {loc}: {msg}{got}")
+        raise ConfigError("; ".join(lines)) from None
+    if base_dir is None:
+        return config
+    partners = [
+        p.model_copy(
+            update={
+                "path": _resolve(p.path, base_dir),
+                "workspace": _resolve(config.workspace_for(p), base_dir),
+            }
+        )
+        for p in config.partners
+    ]
+    return config.model_copy(update={"partners": partners})
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load, override and validate a YAML config.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML (with line and column), or fails validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides)
+    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())

@@ -1,0 +1,1 @@
+"""Federation logic: what travels (weights, updates), pure aggregation, strategies, partner-side work."""

@@ -1,0 +1,315 @@
+"""Partner-side work: prepare the library, train on it, evaluate on it. Runs inside the partner's walls.
+
+Everything here touches private data; what it *returns* is only what may leave a partner: weights, counts,
+digests and aggregate metrics (:class:`PartnerSummary`, :class:`~molfed.federated.types.Update`, metric dicts).
+Prepared data is kept in this process (keyed by library digest and options) and on disk in the workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from molfed.chem.standardize import StandardizeOptions
+from molfed.data.cache import featurize_library
+from molfed.data.split import split_by_scaffold
+from molfed.federated.types import Update, Weights
+from molfed.federated.weights import get_weights, set_weights
+from molfed.models.model import ModelSpec, MoleculeModel, build_model
+from molfed.train.local import evaluate, label_moments, train_local
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerSummary:
+    """What a partner reports about its library: counts and a digest, no structures or labels."""
+
+    name: str
+    digest: str
+    n_input_rows: int
+    n_molecules: int
+    n_train: int
+    n_val: int
+    n_test: int
+    n_duplicates_merged: int
+    reject_counts: dict[str, int] = field(default_factory=dict)
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerData:
+    """A partner's graphs split by scaffold. Never leaves the partner."""
+
+    name: str
+    splits: dict[str, tuple[Data, ...]]
+    summary: PartnerSummary
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    """Local training hyperparameters (the same at every partner)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+_PREPARED: dict[tuple[object, ...], PartnerData] = {}
+_LOCK = threading.Lock()
+
+
+def prepare_partner(
+    name: str,
+    *,
+    path: Path,
+    workspace: Path,
+    smiles_column: str,
+    label_columns: Sequence[str],
+    task_types: Sequence[str],
+    standardize: StandardizeOptions,
+    duplicates: str,
+    split_fractions: tuple[float, float, float],
+    seed: int,
+) -> PartnerData:
+    """Featurize (or load from the workspace cache) and scaffold-split one partner's library.
+
+    Results are memoized in this process by library digest and options, so the rounds of a federation reuse them.
+    """
+    fl = featurize_library(
+        Path(path),
+        Path(workspace),
+        smiles_column=smiles_column,
+        label_columns=label_columns,
+        task_types=task_types,
+        standardize=standardize,
+        duplicates=duplicates,
+        partner=name,
+    )
+    key = (name, fl.digest, str(workspace), tuple(label_columns), tuple(task_types), standardize, duplicates,
+           split_fractions, seed)
+    with _LOCK:
+        if key in _PREPARED:
+            return _PREPARED[key]
+    split = split_by_scaffold(fl.scaffolds, fractions=split_fractions, seed=seed)
+    parts = {s: tuple(fl.graphs[i] for i in getattr(split, s)) for s in SPLITS}
+    summary = PartnerSummary(
+        name=name,
+        digest=fl.digest,
+        n_input_rows=fl.n_input_rows,
+        n_molecules=len(fl.graphs),
+        n_train=len(parts["train"]),
+        n_val=len(parts["val"]),
+        n_test=len(parts["test"]),
+        n_duplicates_merged=fl.n_duplicates_merged,
+        reject_counts=fl.reject_counts,
+        cache_hit=fl.cache_hit,
+    )
+    data = PartnerData(name=name, splits=parts, summary=summary)
+    with _LOCK:
+        _PREPARED[key] = data
+    log.info("partner %s: %d molecules (%d rejected)", name, summary.n_molecules, sum(fl.reject_counts.values()))
+    return data
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A reproducible 31-bit seed for (seed, round, partner, ...), independent of Python's hash salt."""
+    text = ":".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU.
+
+    Raises
+    ------
+    ValueError
+        If ``cuda`` is requested but not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: got 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def materialize(spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]], device: str = "cpu") -> MoleculeModel:
+    """Build a model from its spec, federation-wide target scaling and weights."""
+    model = build_model(spec)
+    model.set_target_scaling(scaling["mean"], scaling["std"])
+    set_weights(model, weights)
+    return model.to(resolve_device(device))
+
+
+def local_update(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    seed: int,
+    proximal_mu: float = 0.0,
+    device: str = "cpu",
+) -> Update:
+    """Train the global model on this partner's training split; return only the new weights and counts."""
+    model = materialize(spec, weights, scaling, device)
+    result = train_local(
+        model,
+        data.splits["train"],
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        optimizer=settings.optimizer,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        seed=seed,
+        proximal_mu=proximal_mu,
+    )
+    return Update(
+        partner=data.name,
+        weights=get_weights(model),
+        n_samples=result.n_samples,
+        metrics={"train_loss": result.loss},
+    )
+
+
+def evaluate_partner(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    splits: Sequence[str] = ("val",),
+    device: str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Metrics of ``weights`` on this partner's splits, ``{split: {metric: value}}``."""
+    model = materialize(spec, weights, scaling, device)
+    return {s: evaluate(model, data.splits[s]) for s in splits}
+
+
+def partner_label_moments(data: PartnerData) -> dict[str, list[float]]:
+    """Per-task label count / sum / sum of squares on the training split (aggregates only)."""
+    return dict(label_moments(data.splits["train"]))
+
+
+def combine_moments(moments: Sequence[Mapping[str, Sequence[float]]], n_tasks: int) -> dict[str, list[float]]:
+    """Federation-wide regression target mean and std from partners' moments (std 1 where undefined)."""
+    count = np.zeros(n_tasks)
+    total = np.zeros(n_tasks)
+    sumsq = np.zeros(n_tasks)
+    for m in moments:
+        if len(m["count"]) == n_tasks:
+            count += np.asarray(m["count"])
+            total += np.asarray(m["sum"])
+            sumsq += np.asarray(m["sumsq"])
+    mean = np.divide(total, count, out=np.zeros(n_tasks), where=count > 0)
+    var = np.divide(sumsq, count, out=np.ones(n_tasks), where=count > 0) - mean**2
+    std = np.sqrt(np.where(var > 1e-12, var, 1.0))
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def train_alone(
+    graphs: Sequence[Data],
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    val_sets: Mapping[str, Sequence[Data]] | None = None,
+    device: str = "cpu",
+) -> tuple[dict[str, np.ndarray], list[dict[str, dict[str, float]]]]:
+    """A baseline with the federation's budget: ``rounds`` x ``settings.epochs`` epochs on ``graphs`` alone,
+    optimizer state reset each round as in the federation. Returns final weights and per-round validation
+    metrics on each named set in ``val_sets``."""
+    model = materialize(spec, init_weights, scaling, device)
+    history: list[dict[str, dict[str, float]]] = []
+    for r in range(1, rounds + 1):
+        train_local(
+            model,
+            graphs,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            optimizer=settings.optimizer,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            seed=derive_seed(seed, "alone", r),
+        )
+        history.append({name: evaluate(model, vs) for name, vs in (val_sets or {}).items()})
+    return get_weights(model), history
+
+
+def local_only_baseline(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """This partner alone, same budget as the federation: test metrics and per-round validation metrics."""
+    weights, history = train_alone(
+        data.splits["train"], spec=spec, init_weights=init_weights, scaling=scaling, settings=settings,
+        rounds=rounds, seed=seed, val_sets={"val": data.splits["val"]}, device=device,
+    )
+    test = evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)
+    return test["test"], [h["val"] for h in history]
+
+
+def pooled_baseline(
+    partners: Sequence[PartnerData],
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, dict[str, float]], list[dict[str, dict[str, float]]]]:
+    """Simulation only: the union of all training splits, same budget; tested on each partner's test split."""
+    graphs = [g for d in partners for g in d.splits["train"]]
+    weights, history = train_alone(
+        graphs, spec=spec, init_weights=init_weights, scaling=scaling, settings=settings, rounds=rounds,
+        seed=seed, val_sets={d.name: d.splits["val"] for d in partners}, device=device,
+    )
+    test = {
+        d.name: evaluate_partner(d, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)["test"]
+        for d in partners
+    }
+    return test, history
+
+
+def parity_counts(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    task_index: int,
+    edges: Sequence[float],
+    device: str = "cpu",
+) -> list[list[int]]:
+    """Binned (measured, predicted) counts on the test split, sparse cells blanked: safe to leave the partner."""
+    from molfed.plots import binned_parity
+    from molfed.train.local import predict_graphs
+
+    model = materialize(spec, weights, scaling, device)
+    y_true, y_pred = predict_graphs(model, data.splits["test"])
+    return binned_parity(y_true[:, task_index], y_pred[:, task_index], edges)

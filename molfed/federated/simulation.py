@@ -1,0 +1,52 @@
+"""A bare in-process federation: the same molfed functions as the Prefect flow, without Prefect or MLflow.
+
+Used by the learning test and as the reference loop of the orchestration-overhead benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from molfed.federated import partner as p
+from molfed.federated.strategies import Strategy
+from molfed.models.model import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    weights: dict[str, np.ndarray]
+    """Final global weights."""
+    val_history: list[dict[str, dict[str, float]]]
+    """Per round: ``{partner: validation metrics}`` of the aggregated model."""
+    scaling: dict[str, list[float]]
+
+
+def simulate(
+    partners: Sequence[p.PartnerData],
+    *,
+    spec: ModelSpec,
+    init_weights: dict[str, np.ndarray],
+    strategy: Strategy,
+    settings: p.TrainSettings,
+    rounds: int,
+    seed: int,
+) -> SimulationResult:
+    """Run ``rounds`` of local training + aggregation + validation, sequentially, in this process."""
+    scaling = p.combine_moments([p.partner_label_moments(d) for d in partners], len(spec.task_names))
+    weights = init_weights
+    history = []
+    for r in range(1, rounds + 1):
+        options = strategy.fit_options(r)
+        updates = [
+            p.local_update(d, spec=spec, weights=weights, scaling=scaling, settings=settings,
+                           seed=p.derive_seed(seed, "round", r, d.name),
+                           proximal_mu=float(options.get("proximal_mu", 0.0)))
+            for d in partners
+        ]
+        weights = strategy.run_round(r, weights, updates, min_partners=len(partners)).weights
+        history.append({d.name: p.evaluate_partner(d, spec=spec, weights=weights, scaling=scaling)["val"]
+                        for d in partners})
+    return SimulationResult(weights, history, scaling)

@@ -1,0 +1,43 @@
+"""Predict with a trained model from SMILES (used by the MLflow pyfunc and ``molfed predict``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from torch_geometric.data import Batch
+
+from molfed.chem.featurize import mol_to_graph
+from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol
+from molfed.models.model import MoleculeModel
+
+
+def predict_smiles(
+    model: MoleculeModel, smiles: Sequence[str], *, standardize: StandardizeOptions, batch_size: int = 256
+) -> pd.DataFrame:
+    """Predictions ``[len(smiles), n_tasks]`` as a DataFrame with one column per task and a ``valid`` column.
+
+    Unparsable SMILES get NaN predictions and ``valid = False``.
+    """
+    n_tasks = len(model.spec.task_names)
+    preds = np.full((len(smiles), n_tasks), np.nan, dtype=np.float64)
+    valid = np.zeros(len(smiles), dtype=bool)
+    graphs, index = [], []
+    for i, s in enumerate(smiles):
+        mol, _ = parse_smiles(s)
+        if mol is None:
+            continue
+        graphs.append(mol_to_graph(standardize_mol(mol, standardize)))
+        index.append(i)
+    device = next(model.parameters()).device
+    model.eval()
+    for start in range(0, len(graphs), batch_size):
+        batch = Batch.from_data_list(graphs[start : start + batch_size]).to(device)
+        out = model.predict(batch).cpu().numpy()
+        rows = index[start : start + batch_size]
+        preds[rows] = out
+        valid[rows] = True
+    frame = pd.DataFrame(preds, columns=list(model.spec.task_names))
+    frame["valid"] = valid
+    return frame

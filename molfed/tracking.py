@@ -1,0 +1,229 @@
+"""Everything MLflow: the only module in molfed that imports ``mlflow``.
+
+Only weights, counts, digests, metrics and configuration reach MLflow. Partners appear by name; their libraries
+as metadata-only datasets (name, digest, counts; a ``code`` source that names no path).
+
+The embedded default store is SQLite at ``./mlruns/mlflow.db`` with artifacts under ``./mlruns/artifacts`` (never
+MLflow's ``mlruns/<id>/meta.yaml`` file store). ``tracking_uri`` in the config wins, then ``$MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from molfed.chem.standardize import StandardizeOptions
+from molfed.federated.types import Weights
+from molfed.federated.weights import load_weights, save_weights
+from molfed.models.model import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: The model's input example: two drug-like molecules drawn by hand for molfed, not taken from any library.
+#: (Well-known drugs will not do: FreeSolv itself contains aspirin and caffeine, and a leak audit rightly flags a
+#: partner's structure wherever it appears.)
+EXAMPLE_SMILES = ("O=C(NC1CC1)c1ccc(-c2ncc(F)cn2)cc1", "CN1CCN(c2ccc(C(=O)Nc3cccc(C#N)c3)cn2)CC1")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def resolve_tracking_uri(configured: str | None = None, *, root: Path | None = None) -> str:
+    """Config value, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under ``<root>/mlruns``."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = (root or Path.cwd()).resolve() / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _embedded_artifact_root(uri: str) -> str | None:
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return None
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings/lists into dotted keys with string values (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple) and value and isinstance(value[0], Mapping):
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{name}.{i}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+class Tracker:
+    """A thin, thread-safe wrapper over :class:`MlflowClient` with explicit run ids (tasks run in threads)."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=_embedded_artifact_root(tracking_uri)
+            )
+        else:
+            self.experiment_id = found.experiment_id
+
+    def start_run(self, name: str, *, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k[:250], v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if np.isfinite(v)]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_partner_dataset(self, run_id: str, partner: str, digest: str, counts: Mapping[str, int]) -> None:
+        """Record a partner library as a metadata-only dataset: name, digest, counts; no path, no data."""
+        source = CodeDatasetSource(tags={"molfed.partner": partner})
+        dataset = MetaDataset(source=source, name=f"{partner}-library", digest=digest[:16])
+        entity = dataset._to_mlflow_entity()
+        tags = [InputTag("mlflow.data.context", "partner")] + [InputTag(f"n_{k}", str(v)) for k, v in counts.items()]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+
+    def log_weights(self, run_id: str, weights: Weights, artifact_file: str) -> None:
+        """Log weights as ``artifact_file`` (a ``.pt`` loadable with ``weights_only=True``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            save_weights(weights, str(path))
+            self.client.log_artifact(run_id, str(path), str(Path(artifact_file).parent) or None)
+
+    def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(run_id, figure, artifact_file)
+
+    def download_weights(self, run_id: str, artifact_file: str) -> dict[str, np.ndarray]:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, artifact_file, tmp)
+            return load_weights(local)
+
+    def log_model(
+        self,
+        run_id: str,
+        *,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        standardize: StandardizeOptions,
+        registered_model: str | None,
+    ) -> tuple[str, str | None]:
+        """Log the model as an MLflow pyfunc that takes a ``smiles`` column, and register it.
+
+        Returns
+        -------
+        (model_uri, registered version or None)
+        """
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights_path = Path(tmp) / "weights.pt"
+            save_weights(weights, str(weights_path))
+            meta_path = Path(tmp) / "model.json"
+            meta = {"spec": spec.to_dict(), "scaling": dict(scaling), "standardize": asdict(standardize)}
+            meta_path.write_text(json.dumps(meta, indent=2))
+            artifacts = {"weights": str(weights_path), "meta": str(meta_path)}
+            example = pd.DataFrame({"smiles": list(EXAMPLE_SMILES)})
+            wrapper = MoleculePyfunc()
+            wrapper.load_from_paths(weights_path, meta_path)
+            signature = infer_signature(example, wrapper.predict(None, example))
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=MoleculePyfunc(),
+                    artifacts=artifacts,
+                    code_paths=[str(_PACKAGE_DIR)],
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=_pip_requirements(),
+                )
+        version = None
+        if registered_model:
+            mv = mlflow.register_model(info.model_uri, registered_model)
+            version = str(mv.version)
+        return info.model_uri, version
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ["torch", "torch-geometric", "rdkit", "numpy", "pandas", "scikit-learn", "mlflow", "pydantic", "pyyaml"]
+    return [f"{n}=={version(n)}" for n in names]
+
+
+class MoleculePyfunc(mlflow.pyfunc.PythonModel):
+    """Serves a molfed model: DataFrame with a ``smiles`` column -> one column per task plus ``valid``.
+
+    Molecules are parsed, standardized and featurized inside ``predict``; an unparsable SMILES gives NaN
+    predictions and ``valid = False`` rather than an error.
+    """
+
+    def load_context(self, context: Any) -> None:
+        self.load_from_paths(Path(context.artifacts["weights"]), Path(context.artifacts["meta"]))
+
+    def load_from_paths(self, weights_path: Path, meta_path: Path) -> None:
+        from molfed.federated.partner import materialize
+
+        meta = json.loads(Path(meta_path).read_text())
+        self.spec = ModelSpec.from_dict(meta["spec"])
+        self.standardize = StandardizeOptions(**meta["standardize"])
+        self.model = materialize(self.spec, load_weights(str(weights_path)), meta["scaling"])
+        self.model.eval()
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from molfed.serving import predict_smiles
+
+        if "smiles" not in model_input.columns:
+            raise ValueError(f"input needs a 'smiles' column; got columns {list(model_input.columns)}")
+        return predict_smiles(self.model, model_input["smiles"].astype(str).tolist(), standardize=self.standardize)
+
+
+def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """Load a logged or registered model (``models:/name/1``, ``models:/name@champion``, ``runs:/...``)."""
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    return mlflow.pyfunc.load_model(model_uri)

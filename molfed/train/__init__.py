@@ -1,0 +1,1 @@
+"""Local training, evaluation and metrics."""

@@ -1,0 +1,133 @@
+"""Local training and evaluation on one partner's graphs. Deterministic for a given seed.
+
+Data order comes from a seeded generator, not the global RNG, so partners training concurrently in threads stay
+reproducible. (Dropout draws from the global RNG: with ``dropout > 0`` and concurrent partners, runs are not
+bitwise reproducible.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from molfed.models.model import MoleculeModel
+from molfed.train.metrics import masked_loss, task_metrics
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    n_samples: int
+    """Training molecules."""
+    loss: float
+    """Mean masked loss over the last local epoch (standardized units)."""
+    steps: int
+    """Optimizer steps taken."""
+
+
+def train_local(
+    model: MoleculeModel,
+    graphs: Sequence[Data],
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    proximal_mu: float = 0.0,
+) -> TrainResult:
+    """Train ``model`` in place for ``epochs`` passes over ``graphs``.
+
+    Parameters
+    ----------
+    proximal_mu:
+        FedProx term ``mu/2 * ||w - w_start||^2`` against the weights the model had on entry (0 disables it).
+
+    Raises
+    ------
+    ValueError
+        If ``graphs`` is empty or the optimizer is unknown.
+    """
+    if not graphs:
+        raise ValueError("train_local: got 0 training graphs, expected at least 1")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {sorted(_OPTIMIZERS)}")
+    device = next(model.parameters()).device
+    opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(list(graphs), batch_size=batch_size, shuffle=True, generator=generator)
+    model.train()
+    steps, epoch_loss = 0, 0.0
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for batch in loader:
+            batch = batch.to(device)
+            out = model.forward_batch(batch)
+            loss = masked_loss(out, model.scale_targets(batch.y), model.is_classification)
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+                loss = loss + 0.5 * proximal_mu * prox
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        epoch_loss = total / max(count, 1)
+    return TrainResult(n_samples=len(graphs), loss=epoch_loss, steps=steps)
+
+
+@torch.no_grad()
+def _raw_outputs(model: MoleculeModel, graphs: Sequence[Data], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    model.eval()
+    trues, outs = [], []
+    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
+        batch = batch.to(device)
+        outs.append(model.forward_batch(batch).cpu())
+        trues.append(batch.y.cpu())
+    n_tasks = len(model.spec.task_names)
+    if not outs:
+        return torch.empty(0, n_tasks), torch.empty(0, n_tasks)
+    return torch.cat(trues), torch.cat(outs)
+
+
+def predict_graphs(model: MoleculeModel, graphs: Sequence[Data], *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(y_true, y_pred)``, each ``[n, n_tasks]``, predictions in original units / probabilities."""
+    y_true, out = _raw_outputs(model, graphs, batch_size)
+    return y_true.numpy(), model.to_predictions(out.to(model.target_mean.device)).cpu().numpy()
+
+
+def evaluate(model: MoleculeModel, graphs: Sequence[Data], *, batch_size: int = 256) -> dict[str, float]:
+    """Masked loss (standardized units, key ``loss``) plus :func:`task_metrics` on ``graphs``; {} if empty."""
+    y_true, out = _raw_outputs(model, graphs, batch_size)
+    if len(y_true) == 0:
+        return {}
+    out = out.to(model.target_mean.device)
+    y_pred = model.to_predictions(out).cpu().numpy()
+    metrics = task_metrics(y_true.numpy(), y_pred, model.spec.task_types, model.spec.task_names)
+    scaled = model.scale_targets(y_true.to(out.device))
+    metrics["loss"] = float(masked_loss(out, scaled, model.is_classification))
+    return metrics
+
+
+def label_moments(graphs: Sequence[Data]) -> Mapping[str, list[float]]:
+    """Per-task count, sum and sum of squares of labels: aggregate statistics a partner may share."""
+    if not graphs:
+        return {"count": [], "sum": [], "sumsq": []}
+    y = torch.cat([g.y for g in graphs]).double()
+    mask = ~torch.isnan(y)
+    y0 = torch.nan_to_num(y)
+    return {
+        "count": mask.sum(0).tolist(),
+        "sum": (y0 * mask).sum(0).tolist(),
+        "sumsq": (y0**2 * mask).sum(0).tolist(),
+    }

@@ -1,0 +1,21 @@
+"""Test-wide environment: a private PREFECT_HOME (so the privacy scan sees exactly what this session stored),
+no telemetry, a generous ephemeral-server start-up timeout. Set before anything imports prefect."""
+
+import os
+import tempfile
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="molfed-test-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILES_PATH", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL"] = "WARNING"
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
+def prefect_home() -> str:
+    return _PREFECT_HOME
