@@ -72,15 +72,24 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         moments = _all_or_raise({n: pt.label_moments.submit(config, n) for n in names})
         scaling = combine_moments(list(moments.values()), len(task_names))
         m = config.model
-        spec = coord.model_spec(encoder=m.encoder, hidden_channels=m.hidden_channels, num_layers=m.num_layers,
-                                dropout=m.dropout, readout=m.readout, head_layers=m.head_layers,
-                                task_names=task_names, task_types=task_types)
+        spec = coord.model_spec(
+            encoder=m.encoder,
+            hidden_channels=m.hidden_channels,
+            num_layers=m.num_layers,
+            dropout=m.dropout,
+            readout=m.readout,
+            head_layers=m.head_layers,
+            task_names=task_names,
+            task_types=task_types,
+        )
         init = coord.initial_weights(spec, config.seed)
         weights = init
         strategy = build_strategy(config.federation.strategy)
         metric = coord.primary_metric(task_types)
-        sizes = {"val": {s.name: s.n_val for s in summaries.values()},
-                 "test": {s.name: s.n_test for s in summaries.values()}}
+        sizes = {
+            "val": {s.name: s.n_val for s in summaries.values()},
+            "test": {s.name: s.n_test for s in summaries.values()},
+        }
         val_history: list[dict[str, dict[str, float]]] = []
 
         progress.stage("rounds", config.federation.rounds)
@@ -96,35 +105,46 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
             val = {n: e["val"] for n, e in evals.items()}
             val_history.append(val)
             accepted: list[Update] = [updates[n] for n in outcome.accepted]
-            round_metrics = {**coord.train_metrics(accepted, len(names)), **coord.split_metrics("val", val, sizes["val"])}
+            round_metrics = {
+                **coord.train_metrics(accepted, len(names)),
+                **coord.split_metrics("val", val, sizes["val"]),
+            }
             ct.log_round(tracker, run_id, r, round_metrics, weights)
-            progress.advance("rounds", f"round {r}: val {metric} {round_metrics.get(f'val_{metric}', float('nan')):.3f}")
+            progress.advance(
+                "rounds", f"round {r}: val {metric} {round_metrics.get(f'val_{metric}', float('nan')):.3f}"
+            )
 
         final = _all_or_raise({n: pt.evaluate.submit(config, n, spec, weights, scaling, ["test"], 0) for n in names})
         test = {n: {coord.FEDERATED: e["test"]} for n, e in final.items()}
-        tracker.log_metrics(run_id, coord.split_metrics("test", {n: e["test"] for n, e in final.items()}, sizes["test"]))
+        tracker.log_metrics(
+            run_id, coord.split_metrics("test", {n: e["test"] for n, e in final.items()}, sizes["test"])
+        )
         kinds = [coord.FEDERATED]
 
         local_curves: dict[str, list[dict[str, float]]] = {}
         if config.baselines.local_only:
             kinds.append(coord.LOCAL_ONLY)
             local = _all_or_raise({n: pt.local_only.submit(config, n, spec, init, scaling) for n in names})
-            local_id = tracker.start_run(f"{config.name}-local-only", parent_run_id=run_id,
-                                         tags={"molfed.kind": coord.LOCAL_ONLY})
+            local_id = tracker.start_run(
+                f"{config.name}-local-only", parent_run_id=run_id, tags={"molfed.kind": coord.LOCAL_ONLY}
+            )
             for n, (metrics, curve) in local.items():
                 test[n][coord.LOCAL_ONLY] = metrics
                 local_curves[n] = curve
                 for step, v in enumerate(curve, 1):
                     tracker.log_metrics(local_id, {f"val_{k}.{n}": x for k, x in v.items()}, step=step)
-            tracker.log_metrics(local_id, coord.split_metrics("test", {n: x[0] for n, x in local.items()}, sizes["test"]))
+            tracker.log_metrics(
+                local_id, coord.split_metrics("test", {n: x[0] for n, x in local.items()}, sizes["test"])
+            )
             tracker.end_run(local_id)
             progress.advance("baselines", "local-only")
         pooled_history: list[dict[str, dict[str, float]]] = []
         if config.baselines.pooled:
             kinds.append(coord.POOLED)
             pooled_test, pooled_history = ct.pooled(config, spec, init, scaling)
-            pooled_id = tracker.start_run(f"{config.name}-pooled", parent_run_id=run_id,
-                                          tags={"molfed.kind": coord.POOLED})
+            pooled_id = tracker.start_run(
+                f"{config.name}-pooled", parent_run_id=run_id, tags={"molfed.kind": coord.POOLED}
+            )
             for step, per_partner in enumerate(pooled_history, 1):
                 tracker.log_metrics(pooled_id, coord.split_metrics("val", per_partner, sizes["val"]), step=step)
             tracker.log_metrics(pooled_id, coord.split_metrics("test", pooled_test, sizes["test"]))
@@ -141,7 +161,9 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         if regression:
             j = regression[0]
             edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j])
-            counts = _all_or_raise({n: pt.parity_counts.submit(config, n, spec, weights, scaling, j, edges) for n in names})
+            counts = _all_or_raise(
+                {n: pt.parity_counts.submit(config, n, spec, weights, scaling, j, edges) for n in names}
+            )
             fig = plots.parity_heatmaps(counts, edges, task_names[j])
             tracker.log_figure(run_id, fig, "plots/parity_test.png")
             plots.close(fig)
@@ -149,9 +171,14 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         std = config.data.standardize
         from molfed.chem.standardize import StandardizeOptions
 
-        model_uri, version = tracker.log_model(run_id, spec=spec, weights=weights, scaling=scaling,
-                                               standardize=StandardizeOptions(**std.model_dump()),
-                                               registered_model=config.tracking.registered_model)
+        model_uri, version = tracker.log_model(
+            run_id,
+            spec=spec,
+            weights=weights,
+            scaling=scaling,
+            standardize=StandardizeOptions(**std.model_dump()),
+            registered_model=config.tracking.registered_model,
+        )
         rows = coord.comparison_rows(test, metric, kinds)
         tracker.log_text(run_id, reporting.results_markdown(rows, metric, kinds), "results.md")
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
@@ -160,7 +187,14 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         tracker.end_run(run_id, "FAILED")
         raise
     return {
-        "run_id": run_id, "experiment_id": tracker.experiment_id, "tracking_uri": tracker.tracking_uri,
-        "model_uri": model_uri, "registered_model": config.tracking.registered_model, "model_version": version,
-        "metric": metric, "kinds": kinds, "rows": rows, "seconds": time.perf_counter() - started,
+        "run_id": run_id,
+        "experiment_id": tracker.experiment_id,
+        "tracking_uri": tracker.tracking_uri,
+        "model_uri": model_uri,
+        "registered_model": config.tracking.registered_model,
+        "model_version": version,
+        "metric": metric,
+        "kinds": kinds,
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
     }

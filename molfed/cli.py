@@ -43,8 +43,14 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a federation config (YAML)")
     run.add_argument("config", type=Path)
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set federation.rounds=5 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set federation.rounds=5 (repeatable)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs on the console")
 
     demo = sub.add_parser("demo", help="write the demo partner libraries (if missing) and run configs/demo.yaml")
@@ -124,8 +130,14 @@ class _RichListener:
     def __init__(self, console: Any):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichListener:
@@ -159,9 +171,14 @@ def _print_results(console: Any, result: dict[str, Any]) -> None:
     for row in result["rows"]:
         table.add_row(row["partner"], *(f"{row[k]:.3f}" if row.get(k) is not None else "–" for k in kinds))
     console.print(table)
-    console.print(f"Finished in {result['seconds']:.1f} s. MLflow run {result['run_id']}; model {result['model_uri']}"
-                  + (f" registered as {result['registered_model']} v{result['model_version']}"
-                     if result.get("model_version") else ""))
+    console.print(
+        f"Finished in {result['seconds']:.1f} s. MLflow run {result['run_id']}; model {result['model_uri']}"
+        + (
+            f" registered as {result['registered_model']} v{result['model_version']}"
+            if result.get("model_version")
+            else ""
+        )
+    )
     uri = result["tracking_uri"]
     console.print("\nOpen the MLflow UI on these runs:")
     console.print(f"  .venv/bin/mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000")
@@ -179,15 +196,17 @@ def _predict(args: argparse.Namespace) -> int:
 
     path: Path = args.input
     if not path.is_file():
-        raise InputError("input file not found" if not path.exists() else "is a directory, expected a file",
-                         path=str(path))
+        raise InputError(
+            "input file not found" if not path.exists() else "is a directory, expected a file", path=str(path)
+        )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read CSV ({type(exc).__name__})", path=str(path)) from None
     if args.smiles_column not in frame.columns:
-        raise InputError(f"column not found; columns are {list(frame.columns)}", path=str(path),
-                         column=args.smiles_column)
+        raise InputError(
+            f"column not found; columns are {list(frame.columns)}", path=str(path), column=args.smiles_column
+        )
     try:
         model = load_pyfunc(args.model, args.tracking_uri)
     except Exception as exc:

@@ -47,7 +47,8 @@ class PartnerConfig(_Model):
         default_factory=dict, description="Task name -> column in this library; defaults to the task name."
     )
     workspace: Path | None = Field(
-        None, description="Partner-private directory for caches, splits and rejects (default: workspaces/<name>)."
+        None,
+        description="Partner-private directory for caches, splits and rejects (default: workspaces/<name>).",
     )
 
     @field_validator("name")
@@ -71,7 +72,8 @@ class StandardizeConfig(_Model):
 class DataConfig(_Model):
     standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
     duplicates: Literal["merge", "keep_first", "reject"] = Field(
-        "merge", description="Duplicates (same InChIKey) within a partner: average labels, keep first, or reject."
+        "merge",
+        description="Duplicates (same InChIKey) within a partner: average labels, keep first, or reject.",
     )
     split_fractions: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="Per-partner scaffold split: train, validation, test fractions."

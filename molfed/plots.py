@@ -24,7 +24,9 @@ def parity_edges(mean: float, std: float, bins: int = 12) -> list[float]:
     return np.linspace(mean - 3 * std, mean + 3 * std, bins + 1).tolist()
 
 
-def binned_parity(y_true: np.ndarray, y_pred: np.ndarray, edges: Sequence[float], *, min_count: int = MIN_CELL_COUNT) -> list[list[int]]:
+def binned_parity(
+    y_true: np.ndarray, y_pred: np.ndarray, edges: Sequence[float], *, min_count: int = MIN_CELL_COUNT
+) -> list[list[int]]:
     """2-D histogram of (measured, predicted), values clipped into the edge range, sparse cells set to 0.
 
     Returns ``counts[i][j]`` for measured bin ``i`` and predicted bin ``j``.

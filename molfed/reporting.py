@@ -10,8 +10,14 @@ from molfed.federated.partner import PartnerSummary
 
 def version_tags() -> dict[str, str]:
     """Versions of molfed and the stack, as MLflow tags."""
-    names = {"molfed": "molfed", "rdkit": "rdkit", "torch": "torch", "torch_geometric": "torch-geometric",
-             "prefect": "prefect", "mlflow": "mlflow"}
+    names = {
+        "molfed": "molfed",
+        "rdkit": "rdkit",
+        "torch": "torch",
+        "torch_geometric": "torch-geometric",
+        "prefect": "prefect",
+        "mlflow": "mlflow",
+    }
     tags = {}
     for key, dist in names.items():
         try:

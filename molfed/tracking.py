@@ -25,6 +25,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from molfed.chem.standardize import StandardizeOptions
@@ -118,7 +119,7 @@ class Tracker:
     def log_partner_dataset(self, run_id: str, partner: str, digest: str, counts: Mapping[str, int]) -> None:
         """Record a partner library as a metadata-only dataset: name, digest, counts; no path, no data."""
         source = CodeDatasetSource(tags={"molfed.partner": partner})
-        dataset = MetaDataset(source=source, name=f"{partner}-library", digest=digest[:16])
+        dataset = MetaDataset(source=source, name=f"{partner}-library", digest=digest[:16])  # type: ignore[abstract]
         entity = dataset._to_mlflow_entity()
         tags = [InputTag("mlflow.data.context", "partner")] + [InputTag(f"n_{k}", str(v)) for k, v in counts.items()]
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
@@ -192,11 +193,21 @@ class Tracker:
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    names = ["torch", "torch-geometric", "rdkit", "numpy", "pandas", "scikit-learn", "mlflow", "pydantic", "pyyaml"]
+    names = [
+        "torch",
+        "torch-geometric",
+        "rdkit",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "mlflow",
+        "pydantic",
+        "pyyaml",
+    ]
     return [f"{n}=={version(n)}" for n in names]
 
 
-class MoleculePyfunc(mlflow.pyfunc.PythonModel):
+class MoleculePyfunc(PythonModel):
     """Serves a molfed model: DataFrame with a ``smiles`` column -> one column per task plus ``valid``.
 
     Molecules are parsed, standardized and featurized inside ``predict``; an unparsable SMILES gives NaN

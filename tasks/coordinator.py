@@ -18,8 +18,12 @@ from tasks.partner import partner_data, train_settings
 
 @task(name="aggregate", task_run_name="aggregate-round-{server_round}", persist_result=False)
 def aggregate(
-    strategy: Strategy, server_round: int, weights: Weights, updates: Sequence[Update],
-    failures: Sequence[Failure], min_partners: int,
+    strategy: Strategy,
+    server_round: int,
+    weights: Weights,
+    updates: Sequence[Update],
+    failures: Sequence[Failure],
+    min_partners: int,
 ) -> RoundOutcome:
     return strategy.run_round(server_round, weights, updates, failures, min_partners=min_partners)
 
@@ -30,9 +34,16 @@ def pooled(
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, dict[str, float]]]]:
     """Simulation only: one model on the union of all partners' training splits, tested on each partner."""
     data = [partner_data(config, x.name) for x in config.partners]
-    return p.pooled_baseline(data, spec=spec, init_weights=init_weights, scaling=scaling,
-                             settings=train_settings(config), rounds=config.federation.rounds,
-                             seed=p.derive_seed(config.seed, "pooled"), device=config.device)
+    return p.pooled_baseline(
+        data,
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=train_settings(config),
+        rounds=config.federation.rounds,
+        seed=p.derive_seed(config.seed, "pooled"),
+        device=config.device,
+    )
 
 
 @task(name="log-round", task_run_name="log-round-{server_round}", persist_result=False)

@@ -48,40 +48,84 @@ def label_moments(config: RunConfig, name: str) -> dict[str, list[float]]:
 
 @task(name="local-update", task_run_name="train-{name}-round-{server_round}", **PRIVATE)
 def local_update(
-    config: RunConfig, name: str, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]],
-    server_round: int, fit_options: Mapping[str, float],
+    config: RunConfig,
+    name: str,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    server_round: int,
+    fit_options: Mapping[str, float],
 ) -> Update:
     return p.local_update(
-        partner_data(config, name), spec=spec, weights=weights, scaling=scaling, settings=train_settings(config),
+        partner_data(config, name),
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        settings=train_settings(config),
         seed=p.derive_seed(config.seed, "round", server_round, name),
-        proximal_mu=float(fit_options.get("proximal_mu", 0.0)), device=config.device,
+        proximal_mu=float(fit_options.get("proximal_mu", 0.0)),
+        device=config.device,
     )
 
 
 @task(name="evaluate", task_run_name="evaluate-{name}-round-{server_round}", **PRIVATE)
 def evaluate(
-    config: RunConfig, name: str, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]],
-    splits: Sequence[str], server_round: int,
+    config: RunConfig,
+    name: str,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    splits: Sequence[str],
+    server_round: int,
 ) -> dict[str, dict[str, float]]:
-    return p.evaluate_partner(partner_data(config, name), spec=spec, weights=weights, scaling=scaling,
-                              splits=splits, device=config.device)
+    return p.evaluate_partner(
+        partner_data(config, name),
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        splits=splits,
+        device=config.device,
+    )
 
 
 @task(name="parity-counts", task_run_name="parity-{name}", **PRIVATE)
 def parity_counts(
-    config: RunConfig, name: str, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]],
-    task_index: int, edges: Sequence[float],
+    config: RunConfig,
+    name: str,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    task_index: int,
+    edges: Sequence[float],
 ) -> list[list[int]]:
-    return p.parity_counts(partner_data(config, name), spec=spec, weights=weights, scaling=scaling,
-                           task_index=task_index, edges=edges, device=config.device)
+    return p.parity_counts(
+        partner_data(config, name),
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        task_index=task_index,
+        edges=edges,
+        device=config.device,
+    )
 
 
 @task(name="local-only-baseline", task_run_name="local-only-{name}", **PRIVATE)
 def local_only(
-    config: RunConfig, name: str, spec: ModelSpec, init_weights: Weights, scaling: Mapping[str, Sequence[float]],
+    config: RunConfig,
+    name: str,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Train on this partner alone with the federation's budget; return test metrics and per-round val metrics."""
     data = partner_data(config, name)
-    return p.local_only_baseline(data, spec=spec, init_weights=init_weights, scaling=scaling,
-                                 settings=train_settings(config), rounds=config.federation.rounds,
-                                 seed=p.derive_seed(config.seed, "local-only", name), device=config.device)
+    return p.local_only_baseline(
+        data,
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=train_settings(config),
+        rounds=config.federation.rounds,
+        seed=p.derive_seed(config.seed, "local-only", name),
+        device=config.device,
+    )

@@ -44,8 +44,14 @@ def test_overrides_parse_values_as_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("train: {epochs: -1}", "cfg.yaml: train.epochs: Input should be greater than or equal to 1 (got -1)"),
-        ("model: {encoder: gin}", "model.encoder: unknown encoder 'gin'; choose from ['attentivefp', 'gine']"),
+        (
+            "train: {epochs: -1}",
+            "cfg.yaml: train.epochs: Input should be greater than or equal to 1 (got -1)",
+        ),
+        (
+            "model: {encoder: gin}",
+            "model.encoder: unknown encoder 'gin'; choose from ['attentivefp', 'gine']",
+        ),
         ("federation: {strategy: fedavgg}", "unknown strategy 'fedavgg'; choose from ['fedavg']"),
         ("trian: {epochs: 1}", "trian: Extra inputs are not permitted"),
         ("data: {split_fractions: [0.5, 0.5, 0.5]}", "expected three non-negative fractions summing to 1"),

@@ -146,10 +146,7 @@ def _write_csv(path: Path, rows: Sequence[tuple[str, str]]) -> None:
 
 def _readme(sizes: dict[str, int], fractions: Sequence[float], seed: int, last: str, n_bad_rows: int) -> str:
     table = "\n".join(f"| {name} | {n} |" for name, n in sizes.items())
-    bad = [
-        f"`{s or '(empty)'}` with expt `{label or '(empty)'}` ({why})"
-        for s, label, why in _bad_rows(n_bad_rows)
-    ]
+    bad = [f"`{s or '(empty)'}` with expt `{label or '(empty)'}` ({why})" for s, label, why in _bad_rows(n_bad_rows)]
     bad_list = "\n".join(f"- {line}" for line in bad)
     return f"""# Demo partner libraries
 

@@ -153,9 +153,7 @@ def resolve_duplicates(
     return kept, rejects, n_merged
 
 
-def _merge_labels(
-    group: Sequence[Candidate], task_types: Sequence[str]
-) -> tuple[tuple[float, ...], list[int]]:
+def _merge_labels(group: Sequence[Candidate], task_types: Sequence[str]) -> tuple[tuple[float, ...], list[int]]:
     """Per task: mean of present labels; NaN and a conflict for disagreeing class labels."""
     table = np.array([c.labels for c in group], dtype=np.float64)
     merged: list[float] = []

@@ -213,9 +213,7 @@ def _assign_stereo(mol: Chem.Mol) -> None:
     Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
 
 
-def _read_parquet(
-    data: bytes, smiles_column: str, label_columns: Sequence[str], where: _Where
-) -> list[Record]:
+def _read_parquet(data: bytes, smiles_column: str, label_columns: Sequence[str], where: _Where) -> list[Record]:
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises many types; the text is not shown

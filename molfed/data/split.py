@@ -40,11 +40,7 @@ class Split:
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
-    if (
-        len(values) != 3
-        or not all(math.isfinite(f) and f >= 0 for f in values)
-        or abs(sum(values) - 1.0) > 1e-6
-    ):
+    if len(values) != 3 or not all(math.isfinite(f) and f >= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
         raise ValueError(
             f"got fractions {tuple(fractions)!r}, "
             "expected three non-negative numbers summing to 1, e.g. (0.8, 0.1, 0.1)"

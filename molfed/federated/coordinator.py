@@ -52,7 +52,9 @@ def primary_metric(task_types: Sequence[str]) -> str:
     return "rmse" if "regression" in task_types else "roc_auc"
 
 
-def split_metrics(split: str, per_partner: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int]) -> dict[str, float]:
+def split_metrics(
+    split: str, per_partner: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int]
+) -> dict[str, float]:
     """``{split}_{metric}.{partner}`` for every partner plus ``{split}_{metric}`` weighted by split sizes."""
     out: dict[str, float] = {}
     for partner, metrics in per_partner.items():

@@ -98,8 +98,17 @@ def prepare_partner(
         duplicates=duplicates,
         partner=name,
     )
-    key = (name, fl.digest, str(workspace), tuple(label_columns), tuple(task_types), standardize, duplicates,
-           split_fractions, seed)
+    key = (
+        name,
+        fl.digest,
+        str(workspace),
+        tuple(label_columns),
+        tuple(task_types),
+        standardize,
+        duplicates,
+        split_fractions,
+        seed,
+    )
     with _LOCK:
         if key in _PREPARED:
             return _PREPARED[key]
@@ -145,7 +154,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def materialize(spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]], device: str = "cpu") -> MoleculeModel:
+def materialize(
+    spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]], device: str = "cpu"
+) -> MoleculeModel:
     """Build a model from its spec, federation-wide target scaling and weights."""
     model = build_model(spec)
     model.set_target_scaling(scaling["mean"], scaling["std"])
@@ -265,8 +276,15 @@ def local_only_baseline(
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """This partner alone, same budget as the federation: test metrics and per-round validation metrics."""
     weights, history = train_alone(
-        data.splits["train"], spec=spec, init_weights=init_weights, scaling=scaling, settings=settings,
-        rounds=rounds, seed=seed, val_sets={"val": data.splits["val"]}, device=device,
+        data.splits["train"],
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=settings,
+        rounds=rounds,
+        seed=seed,
+        val_sets={"val": data.splits["val"]},
+        device=device,
     )
     test = evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)
     return test["test"], [h["val"] for h in history]
@@ -286,11 +304,20 @@ def pooled_baseline(
     """Simulation only: the union of all training splits, same budget; tested on each partner's test split."""
     graphs = [g for d in partners for g in d.splits["train"]]
     weights, history = train_alone(
-        graphs, spec=spec, init_weights=init_weights, scaling=scaling, settings=settings, rounds=rounds,
-        seed=seed, val_sets={d.name: d.splits["val"] for d in partners}, device=device,
+        graphs,
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=settings,
+        rounds=rounds,
+        seed=seed,
+        val_sets={d.name: d.splits["val"] for d in partners},
+        device=device,
     )
     test = {
-        d.name: evaluate_partner(d, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)["test"]
+        d.name: evaluate_partner(d, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)[
+            "test"
+        ]
         for d in partners
     }
     return test, history

@@ -41,12 +41,19 @@ def simulate(
     for r in range(1, rounds + 1):
         options = strategy.fit_options(r)
         updates = [
-            p.local_update(d, spec=spec, weights=weights, scaling=scaling, settings=settings,
-                           seed=p.derive_seed(seed, "round", r, d.name),
-                           proximal_mu=float(options.get("proximal_mu", 0.0)))
+            p.local_update(
+                d,
+                spec=spec,
+                weights=weights,
+                scaling=scaling,
+                settings=settings,
+                seed=p.derive_seed(seed, "round", r, d.name),
+                proximal_mu=float(options.get("proximal_mu", 0.0)),
+            )
             for d in partners
         ]
         weights = strategy.run_round(r, weights, updates, min_partners=len(partners)).weights
-        history.append({d.name: p.evaluate_partner(d, spec=spec, weights=weights, scaling=scaling)["val"]
-                        for d in partners})
+        history.append(
+            {d.name: p.evaluate_partner(d, spec=spec, weights=weights, scaling=scaling)["val"] for d in partners}
+        )
     return SimulationResult(weights, history, scaling)

@@ -81,6 +81,10 @@ class MoleculeModel(nn.Module):
     """Encoder -> readout -> head. ``forward`` returns raw outputs ``[num_graphs, n_tasks]`` (standardized
     regression values, classification logits)."""
 
+    target_mean: Tensor
+    target_std: Tensor
+    is_classification: Tensor
+
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec

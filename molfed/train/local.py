@@ -100,7 +100,9 @@ def _raw_outputs(model: MoleculeModel, graphs: Sequence[Data], batch_size: int) 
     return torch.cat(trues), torch.cat(outs)
 
 
-def predict_graphs(model: MoleculeModel, graphs: Sequence[Data], *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict_graphs(
+    model: MoleculeModel, graphs: Sequence[Data], *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(y_true, y_pred)``, each ``[n, n_tasks]``, predictions in original units / probabilities."""
     y_true, out = _raw_outputs(model, graphs, batch_size)
     return y_true.numpy(), model.to_predictions(out.to(model.target_mean.device)).cpu().numpy()

@@ -35,7 +35,9 @@ def masked_loss(out: Tensor, y: Tensor, is_classification: Tensor) -> Tensor:
     return (loss * mask).sum() / n.clamp_min(1)
 
 
-def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, task_types: Sequence[str], task_names: Sequence[str]) -> dict[str, float]:
+def task_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, task_types: Sequence[str], task_names: Sequence[str]
+) -> dict[str, float]:
     """Metrics per task (``rmse.<task>`` ...) and their mean over tasks (``rmse`` ...).
 
     Parameters
@@ -55,8 +57,8 @@ def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, task_types: Sequence[st
         for name, value in values.items():
             out[f"{name}.{task}"] = value
             per_name.setdefault(name, []).append(value)
-    for name, values in per_name.items():
-        out[name] = float(np.mean(values))
+    for name, per_task in per_name.items():
+        out[name] = float(np.mean(per_task))
     return out
 
 

@@ -66,9 +66,7 @@ def test_byte_identical_for_a_seed_and_different_for_another(tmp_path, demo):
     again = write_demo_partners(tmp_path / "again", seed=0)
     for name in DEMO_PARTNERS:
         assert again[name].read_bytes() == demo[name].read_bytes()
-    assert (tmp_path / "again" / "README.md").read_bytes() == (
-        demo["alpha"].parent / "README.md"
-    ).read_bytes()
+    assert (tmp_path / "again" / "README.md").read_bytes() == (demo["alpha"].parent / "README.md").read_bytes()
     other = write_demo_partners(tmp_path / "other", seed=1)
     assert other["alpha"].read_bytes() != demo["alpha"].read_bytes()
 

@@ -148,9 +148,7 @@ def test_duplicates_merge_classification_conflict(tmp_path):
 
 def test_conflict_that_leaves_no_label_rejects_whole_group(tmp_path):
     text = "smiles,active\nCCO,1\nOCC,0\nCCN,1\n"
-    lib = read_library(
-        write(tmp_path, "c.csv", text), label_columns=["active"], task_types=["classification"]
-    )
+    lib = read_library(write(tmp_path, "c.csv", text), label_columns=["active"], task_types=["classification"])
     assert lib.rows == (4,)
     assert [(r.row, r.reason) for r in lib.rejects] == [
         (2, "conflicting_duplicate"),

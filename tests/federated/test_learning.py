@@ -16,21 +16,46 @@ def partners(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
     paths = write_demo_partners(root / "data", seed=0)
     return [
-        p.prepare_partner(name, path=path, workspace=root / "ws" / name, smiles_column="smiles",
-                          label_columns=["expt"], task_types=["regression"], standardize=StandardizeOptions(),
-                          duplicates="merge", split_fractions=(0.8, 0.1, 0.1), seed=0)
+        p.prepare_partner(
+            name,
+            path=path,
+            workspace=root / "ws" / name,
+            smiles_column="smiles",
+            label_columns=["expt"],
+            task_types=["regression"],
+            standardize=StandardizeOptions(),
+            duplicates="merge",
+            split_fractions=(0.8, 0.1, 0.1),
+            seed=0,
+        )
         for name, path in paths.items()
     ]
 
 
 def _run(partners, rounds=3, seed=0):
-    spec = model_spec(encoder="gine", hidden_channels=32, num_layers=2, dropout=0.0, readout="mean",
-                      head_layers=2, task_names=["expt"], task_types=["regression"])
+    spec = model_spec(
+        encoder="gine",
+        hidden_channels=32,
+        num_layers=2,
+        dropout=0.0,
+        readout="mean",
+        head_layers=2,
+        task_names=["expt"],
+        task_types=["regression"],
+    )
     init = initial_weights(spec, seed)
-    result = simulate(partners, spec=spec, init_weights=init, strategy=build_strategy("fedavg"),
-                      settings=p.TrainSettings(epochs=2, batch_size=32, lr=2e-3), rounds=rounds, seed=seed)
-    before = {d.name: p.evaluate_partner(d, spec=spec, weights=init, scaling=result.scaling)["val"]["loss"]
-              for d in partners}
+    result = simulate(
+        partners,
+        spec=spec,
+        init_weights=init,
+        strategy=build_strategy("fedavg"),
+        settings=p.TrainSettings(epochs=2, batch_size=32, lr=2e-3),
+        rounds=rounds,
+        seed=seed,
+    )
+    before = {
+        d.name: p.evaluate_partner(d, spec=spec, weights=init, scaling=result.scaling)["val"]["loss"] for d in partners
+    }
     return before, result
 
 

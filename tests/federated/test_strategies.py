@@ -60,7 +60,9 @@ def test_shape_and_name_mismatches_are_rejected_with_reason():
     wrong_shape = {"a": np.zeros((3, 2), np.float32), "b": np.zeros(3, np.float32)}
     wrong_name = {"a": np.zeros((2, 3), np.float32), "c": np.zeros(3, np.float32)}
     accepted, rejected = validate_updates(
-        current, [Update("s", wrong_shape, 1), Update("n", wrong_name, 1), Update("ok", current, 1)], [],
+        current,
+        [Update("s", wrong_shape, 1), Update("n", wrong_name, 1), Update("ok", current, 1)],
+        [],
         min_partners=1,
     )
     assert [u.partner for u in accepted] == ["ok"]
@@ -73,7 +75,8 @@ def test_shape_and_name_mismatches_are_rejected_with_reason():
 def test_below_quorum_raises_naming_failed_partners(name):
     current = _weights(0)
     with pytest.raises(QuorumError, match=r"1 usable update\(s\), quorum is 2 \(beta: timed out\)"):
-        build_strategy(name).run_round(1, current, [Update("alpha", current, 2)], [Failure("beta", "timed out")],
-                                       min_partners=2)
+        build_strategy(name).run_round(
+            1, current, [Update("alpha", current, 2)], [Failure("beta", "timed out")], min_partners=2
+        )
     with pytest.raises(QuorumError, match="no partner reported"):
         build_strategy(name).run_round(1, current, [], min_partners=1)

@@ -36,14 +36,20 @@ def demo(tmp_path_factory):
     paths = write_demo_partners(root / "data", seed=0)
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     (root / "mlruns").mkdir()
-    overrides = [f"tracking.tracking_uri={uri}", f"federation.rounds={ROUNDS}", "train.epochs=2",
-                 "tracking.registered_model=molfed-test", "tracking.experiment=molfed-test"]
+    overrides = [
+        f"tracking.tracking_uri={uri}",
+        f"federation.rounds={ROUNDS}",
+        "train.epochs=2",
+        "tracking.registered_model=molfed-test",
+        "tracking.experiment=molfed-test",
+    ]
     for i, name in enumerate(paths):
         overrides += [f"partners.{i}.path={paths[name]}", f"partners.{i}.workspace={root / 'ws' / name}"]
     config = load_config(REPO / "configs" / "demo.yaml", overrides)
     result = federated_training(config)
-    return SimpleNamespace(root=root, paths=paths, uri=uri, config=config, result=result,
-                           client=MlflowClient(tracking_uri=uri))
+    return SimpleNamespace(
+        root=root, paths=paths, uri=uri, config=config, result=result, client=MlflowClient(tracking_uri=uri)
+    )
 
 
 def test_flow_reports_federated_local_and_pooled_per_partner(demo):
@@ -114,8 +120,22 @@ def test_cli_predict_writes_predictions(demo, tmp_path):
     inp = tmp_path / "in.csv"
     inp.write_text("id,smi\n1,CCO\n2,c1ccccc1\n")
     out = tmp_path / "out.csv"
-    cmd = [sys.executable, "-m", "molfed.cli", "predict", "--model", demo.result["model_uri"], "--input", str(inp),
-           "--smiles-column", "smi", "--output", str(out), "--tracking-uri", demo.uri]
+    cmd = [
+        sys.executable,
+        "-m",
+        "molfed.cli",
+        "predict",
+        "--model",
+        demo.result["model_uri"],
+        "--input",
+        str(inp),
+        "--smiles-column",
+        "smi",
+        "--output",
+        str(out),
+        "--tracking-uri",
+        demo.uri,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_csv(out)

@@ -13,10 +13,18 @@ def _spec(encoder: str, tasks=("a", "b"), types=("regression", "classification")
 
 
 def _batch() -> Batch:
-    g1 = Data(x=torch.rand(3, ATOM_DIM), edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]),
-              edge_attr=torch.rand(4, BOND_DIM), y=torch.tensor([[1.0, 0.0]]))
-    g2 = Data(x=torch.rand(1, ATOM_DIM), edge_index=torch.empty(2, 0, dtype=torch.long),
-              edge_attr=torch.empty(0, BOND_DIM), y=torch.tensor([[float("nan"), 1.0]]))
+    g1 = Data(
+        x=torch.rand(3, ATOM_DIM),
+        edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]),
+        edge_attr=torch.rand(4, BOND_DIM),
+        y=torch.tensor([[1.0, 0.0]]),
+    )
+    g2 = Data(
+        x=torch.rand(1, ATOM_DIM),
+        edge_index=torch.empty(2, 0, dtype=torch.long),
+        edge_attr=torch.empty(0, BOND_DIM),
+        y=torch.tensor([[float("nan"), 1.0]]),
+    )
     return Batch.from_data_list([g1, g2])
 
 
