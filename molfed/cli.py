@@ -6,6 +6,7 @@ User mistakes (bad configs, bad libraries, unknown names) print one line and exi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -32,6 +33,7 @@ def prefect_environment(verbose: bool = False) -> None:
     """Set molfed's Prefect defaults (user-set variables win). Call before importing prefect."""
     for key, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
@@ -111,6 +113,9 @@ def _run(config_path: Path, overrides: Sequence[str], verbose: bool) -> int:
 
     from flows.federated_training import federated_training
     from molfed import progress
+
+    if not verbose:  # after mlflow's import, which configures its own loggers
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
     from molfed.federated.strategies import QuorumError
 
     console = Console()
@@ -164,7 +169,7 @@ def _print_results(console: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     metric, kinds = result["metric"], result["kinds"]
-    table = Table(title=f"Test {metric} per partner (each partner's own scaffold test split)")
+    table = Table(title=f"Test {metric} on each partner's own scaffold test split")
     table.add_column("partner")
     for kind in kinds:
         table.add_column(kind, justify="right")

@@ -6,14 +6,17 @@ from collections.abc import Mapping, Sequence
 
 from prefect import task
 
+from molfed import plots, reporting
 from molfed.config import RunConfig
 from molfed.federated import partner as p
+from molfed.federated.coordinator import split_metrics
+from molfed.federated.partner import PartnerSummary
 from molfed.federated.strategies import RoundOutcome, Strategy
 from molfed.federated.types import Failure, Update, Weights
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker
 from tasks._options import PRIVATE
-from tasks.partner import partner_data, train_settings
+from tasks.partner import partner_data, standardize_options, train_settings
 
 
 @task(name="aggregate", task_run_name="aggregate-round-{server_round}", persist_result=False)
@@ -50,3 +53,71 @@ def pooled(
 def log_round(tracker: Tracker, run_id: str, server_round: int, metrics: Mapping[str, float], weights: Weights) -> None:
     tracker.log_metrics(run_id, metrics, step=server_round)
     tracker.log_weights(run_id, weights, f"global_model/round_{server_round:04d}.pt")
+
+
+@task(name="log-partners", persist_result=False)
+def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
+    """The config as params; per partner: digest, counts and reject counts as tags, metrics and datasets."""
+    tracker.log_params(run_id, config.model_dump(mode="json"))
+    tracker.set_tags(run_id, reporting.partner_tags(summaries))
+    tracker.log_metrics(run_id, reporting.partner_count_metrics(summaries))
+    for s in summaries:
+        counts = {"molecules": s.n_molecules, "train": s.n_train, "val": s.n_val, "test": s.n_test}
+        tracker.log_partner_dataset(run_id, s.name, s.digest, counts)
+
+
+@task(name="log-baseline", task_run_name="log-{kind}", persist_result=False)
+def log_baseline(
+    tracker: Tracker,
+    parent_run_id: str,
+    run_name: str,
+    kind: str,
+    val_history: Sequence[Mapping[str, Mapping[str, float]]],
+    test: Mapping[str, Mapping[str, float]],
+    sizes: Mapping[str, Mapping[str, int]],
+) -> str:
+    """A baseline as a child run with the federated run's metric names, so the MLflow UI can compare them."""
+    run_id = tracker.start_run(run_name, parent_run_id=parent_run_id, tags={"molfed.kind": kind})
+    for step, per_partner in enumerate(val_history, 1):
+        tracker.log_metrics(run_id, split_metrics("val", per_partner, sizes["val"]), step=step)
+    tracker.log_metrics(run_id, split_metrics("test", test, sizes["test"]))
+    tracker.end_run(run_id)
+    return run_id
+
+
+@task(name="log-figures", persist_result=False)
+def log_figures(
+    tracker: Tracker,
+    run_id: str,
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    metric: str,
+    parity: Mapping[str, Sequence[Sequence[int]]] | None,
+    edges: Sequence[float],
+    task_name: str,
+) -> None:
+    fig = plots.learning_curves(curves, metric)
+    tracker.log_figure(run_id, fig, "plots/learning_curves.png")
+    plots.close(fig)
+    if parity:
+        fig = plots.parity_heatmaps(parity, edges, task_name)
+        tracker.log_figure(run_id, fig, "plots/parity_test.png")
+        plots.close(fig)
+
+
+@task(name="log-model", persist_result=False)
+def log_model(
+    tracker: Tracker,
+    run_id: str,
+    config: RunConfig,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+) -> tuple[str, str | None]:
+    return tracker.log_model(
+        run_id,
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        standardize=standardize_options(config),
+        registered_model=config.tracking.registered_model,
+    )

@@ -24,11 +24,15 @@ def partner_data(config: RunConfig, name: str) -> p.PartnerData:
         smiles_column=cfg.smiles_column,
         label_columns=[cfg.column_for(t.name) for t in config.tasks],
         task_types=[t.type for t in config.tasks],
-        standardize=StandardizeOptions(**config.data.standardize.model_dump()),
+        standardize=standardize_options(config),
         duplicates=config.data.duplicates,
         split_fractions=config.data.split_fractions,
         seed=config.seed,
     )
+
+
+def standardize_options(config: RunConfig) -> StandardizeOptions:
+    return StandardizeOptions(**config.data.standardize.model_dump())
 
 
 def train_settings(config: RunConfig) -> p.TrainSettings:

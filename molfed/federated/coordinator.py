@@ -15,6 +15,7 @@ from molfed.models.model import ModelSpec, build_model
 
 #: Model kinds compared in every run.
 FEDERATED, LOCAL_ONLY, POOLED = "federated", "local-only", "pooled"
+ALL_PARTNERS = "all partners"
 
 
 def model_spec(
@@ -52,16 +53,28 @@ def primary_metric(task_types: Sequence[str]) -> str:
     return "rmse" if "regression" in task_types else "roc_auc"
 
 
+def combine_partners(per_partner: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int]) -> dict[str, float]:
+    """One value per metric over all partners, weighted by split sizes.
+
+    RMSE is combined as ``sqrt(sum n_k rmse_k^2 / sum n_k)`` (the RMSE over the union of the splits); other
+    metrics as the size-weighted mean.
+    """
+    squared = {
+        p: {k: (v * v if k.split(".")[0] == "rmse" else v) for k, v in m.items()} for p, m in per_partner.items()
+    }
+    pooled = weighted_metrics([(squared[p], sizes.get(p, 0)) for p in per_partner])
+    return {k: (v**0.5 if k.split(".")[0] == "rmse" else v) for k, v in pooled.items()}
+
+
 def split_metrics(
     split: str, per_partner: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int]
 ) -> dict[str, float]:
-    """``{split}_{metric}.{partner}`` for every partner plus ``{split}_{metric}`` weighted by split sizes."""
+    """``{split}_{metric}.{partner}`` for every partner plus ``{split}_{metric}`` over all partners."""
     out: dict[str, float] = {}
     for partner, metrics in per_partner.items():
         for name, value in metrics.items():
             out[f"{split}_{name}.{partner}"] = value
-    pooled = weighted_metrics([(dict(m), sizes.get(p, 0)) for p, m in per_partner.items()])
-    out.update({f"{split}_{name}": value for name, value in pooled.items()})
+    out.update({f"{split}_{name}": value for name, value in combine_partners(per_partner, sizes).items()})
     return out
 
 
@@ -74,13 +87,21 @@ def train_metrics(updates: Sequence[Update], n_partners: int) -> dict[str, float
 
 
 def comparison_rows(
-    test: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str, kinds: Sequence[str]
+    test: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str, kinds: Sequence[str], sizes: Mapping[str, int]
 ) -> list[dict[str, float | str | None]]:
-    """One row per partner: ``metric`` on its test split for each model kind (None where absent)."""
+    """One row per partner with ``metric`` on its test split per model kind (None where absent), then a row
+    ``all partners`` over the union of the test splits."""
     rows: list[dict[str, float | str | None]] = []
     for partner, by_kind in test.items():
         row: dict[str, float | str | None] = {"partner": partner}
         for kind in kinds:
             row[kind] = by_kind.get(kind, {}).get(metric)
         rows.append(row)
+    total: dict[str, float | str | None] = {"partner": ALL_PARTNERS}
+    for kind in kinds:
+        per_partner = {
+            p: {metric: by_kind[kind][metric]} for p, by_kind in test.items() if metric in by_kind.get(kind, {})
+        }
+        total[kind] = combine_partners(per_partner, sizes).get(metric) if len(per_partner) == len(test) else None
+    rows.append(total)
     return rows

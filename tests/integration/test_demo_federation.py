@@ -54,7 +54,7 @@ def demo(tmp_path_factory):
 
 def test_flow_reports_federated_local_and_pooled_per_partner(demo):
     rows = demo.result["rows"]
-    assert [r["partner"] for r in rows] == ["alpha", "beta", "gamma"]
+    assert [r["partner"] for r in rows] == ["alpha", "beta", "gamma", "all partners"]
     for row in rows:
         for kind in ("federated", "local-only", "pooled"):
             assert np.isfinite(row[kind]) and row[kind] > 0
