@@ -41,7 +41,9 @@ class PartnerConfig(_Model):
     """Where one partner's library lives. Only the name and paths ever leave the partner."""
 
     name: str = Field(description="Partner name, used in metric names and logs (letters, digits, _ . -).")
-    path: Path = Field(description="Library file: .csv, .csv.gz, .tsv, .sdf or .parquet.")
+    path: Path | None = Field(
+        None, description="Library file (.csv, .csv.gz, .tsv, .sdf, .parquet); local mode only, omit in sites mode."
+    )
     smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
     label_columns: dict[str, str] = Field(
         default_factory=dict, description="Task name -> column in this library; defaults to the task name."
@@ -118,6 +120,9 @@ class FederationConfig(_Model):
         None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
     )
     partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+    round_timeout_s: float = Field(
+        900.0, gt=0, description="Sites mode: seconds to wait for a partner's job before counting it as failed."
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -140,12 +145,32 @@ class TrackingConfig(_Model):
     registered_model: str | None = Field("molfed-model", description="Registry name for the final model.")
 
 
+class ScheduleConfig(_Model):
+    cron: str = Field("0 3 * * 1", description="Cron expression for scheduled retraining (default Monday 03:00).")
+    timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
+    active: bool = Field(False, description="Whether the schedule is active once deployed.")
+
+
+class ChampionConfig(_Model):
+    enabled: bool = Field(True, description="Compare the new model with the registry's champion and promote it.")
+    alias: str = Field("champion", description="Registry alias of the production model.")
+    metric: str = Field("rmse", description="Validation metric of the comparison (e.g. rmse, mae, r2, roc_auc).")
+    min_improvement: float = Field(
+        0.0, ge=0.0, description="Relative improvement required to promote, e.g. 0.02 = 2 % better."
+    )
+
+
 class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
     name: str = Field("federation", description="Run name shown in MLflow and Prefect.")
     seed: int = Field(0, ge=0, description="Seed for splits, initial weights and data order.")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto picks CUDA when available.")
+    mode: Literal["local", "sites"] = Field(
+        "local",
+        description="local: every partner in this process (simulation, demo). sites: each partner runs its own "
+        "Prefect worker on pool 'partner-<name>' and reads its own site config; this config names partners only.",
+    )
     tasks: list[TaskSpec] = Field(min_length=1, description="Prediction targets.")
     partners: list[PartnerConfig] = Field(min_length=1, description="Partners taking part.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -154,6 +179,8 @@ class RunConfig(_Model):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    champion: ChampionConfig = Field(default_factory=ChampionConfig)
+    schedule: ScheduleConfig | None = Field(None, description="Retraining schedule of the deployment (off if absent).")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> RunConfig:
@@ -167,6 +194,16 @@ class RunConfig(_Model):
                     f"partner {partner.name!r}: label_columns names unknown task(s) {unknown}; "
                     f"tasks are {sorted(task_names)}"
                 )
+        for partner in self.partners:
+            if self.mode == "local" and partner.path is None:
+                raise ValueError(f"partner {partner.name!r}: path is required in local mode")
+            if self.mode == "sites" and (partner.path is not None or partner.workspace is not None):
+                raise ValueError(
+                    f"partner {partner.name!r}: sites mode takes partner names only; the path and workspace belong "
+                    "in the partner's own site config"
+                )
+        if self.mode == "sites" and self.baselines.pooled:
+            raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
         quorum = self.federation.min_partners
         if quorum is not None and quorum > len(self.partners):
             raise ValueError(f"federation.min_partners: got {quorum}, expected at most {len(self.partners)}")
@@ -246,25 +283,31 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            msg = err["msg"].removeprefix("Value error, ")
-            got = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
-            lines.append(f"{source}: {loc}: {msg}{got}")
-        raise ConfigError("; ".join(lines)) from None
+        raise ConfigError(_format_errors(exc, source)) from None
     if base_dir is None:
+        return config
+    if config.mode == "sites":
         return config
     partners = [
         p.model_copy(
             update={
-                "path": _resolve(p.path, base_dir),
+                "path": _resolve(p.path, base_dir) if p.path is not None else None,
                 "workspace": _resolve(config.workspace_for(p), base_dir),
             }
         )
         for p in config.partners
     ]
     return config.model_copy(update={"partners": partners})
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
+        lines.append(f"{source}: {loc}: {msg}{got}")
+    return "; ".join(lines)
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:
@@ -281,10 +324,17 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
         If the file is missing, is not valid YAML (with line and column), or fails validation.
     """
     path = Path(path)
+    raw = _read_yaml(path)
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides)
+    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())
+
+
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -292,6 +342,42 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
         raise ConfigError(f"{path}{where}: {problem}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    if isinstance(raw, dict):
-        raw = apply_overrides(raw, overrides)
-    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())
+
+
+class SiteConfig(_Model):
+    """A partner's own configuration, kept on the partner's side; the coordinator never sees it."""
+
+    name: str = Field(description="This partner's name, as in the coordinator's config.")
+    path: Path = Field(description="Library file.")
+    smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
+    label_columns: dict[str, str] = Field(default_factory=dict, description="Task name -> column.")
+    workspace: Path = Field(description="Partner-private directory for caches, splits, rejects, control state.")
+
+    def as_partner(self) -> PartnerConfig:
+        return PartnerConfig(
+            name=self.name,
+            path=self.path,
+            smiles_column=self.smiles_column,
+            label_columns=self.label_columns,
+            workspace=self.workspace,
+        )
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Load a partner's site config (YAML); relative paths resolve against its directory.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_config`.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        site = SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from None
+    base = path.parent.resolve()
+    return site.model_copy(update={"path": _resolve(site.path, base), "workspace": _resolve(site.workspace, base)})

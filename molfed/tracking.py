@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,28 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class ChampionModel:
+    """The registry's current production model."""
+
+    version: str
+    uri: str
+    spec: ModelSpec
+    weights: dict[str, np.ndarray]
+    scaling: dict[str, list[float]]
+
+
 class Tracker:
     """A thin, thread-safe wrapper over :class:`MlflowClient` with explicit run ids (tasks run in threads)."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str | None):
+        """Open the store; with ``experiment``, create it if needed (partners pass None: they log into runs
+        the coordinator created)."""
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = ""
+        if experiment is None:
+            return
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(
@@ -94,6 +110,12 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
+
+    def run_link(self, run_id: str) -> str:
+        """A link to the run in the MLflow UI when the store is a server, else the run id and store."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        return f"run {run_id} in {self.tracking_uri}"
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -139,6 +161,10 @@ class Tracker:
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run_id, figure, artifact_file)
+
+    def download_json(self, run_id: str, artifact_file: str) -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(self.client.download_artifacts(run_id, artifact_file, tmp)).read_text())
 
     def download_weights(self, run_id: str, artifact_file: str) -> dict[str, np.ndarray]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -188,6 +214,32 @@ class Tracker:
             mv = mlflow.register_model(info.model_uri, registered_model)
             version = str(mv.version)
         return info.model_uri, version
+
+    def champion(self, registered_model: str, alias: str) -> ChampionModel | None:
+        """The model version under ``alias`` in the registry, or None if there is none."""
+        try:
+            mv = self.client.get_model_version_by_alias(registered_model, alias)
+        except mlflow.exceptions.MlflowException:
+            return None
+        uri = f"models:/{registered_model}/{mv.version}"
+        return ChampionModel(str(mv.version), uri, *load_model_parts(uri, self.tracking_uri))
+
+    def promote(self, registered_model: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(registered_model, alias, version)
+
+    def tag_model_version(self, registered_model: str, version: str, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(registered_model, version, key, str(value))
+
+
+def load_model_parts(model_uri: str, tracking_uri: str) -> tuple[ModelSpec, dict[str, np.ndarray], dict]:
+    """Spec, weights and target scaling of a molfed pyfunc model (downloads its two artifacts only)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)) / "artifacts"
+        meta = json.loads((root / "model.json").read_text())
+        weights = load_weights(str(root / "weights.pt"))
+    return ModelSpec.from_dict(meta["spec"]), weights, meta["scaling"]
 
 
 def _pip_requirements() -> list[str]:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from molfed import plots, reporting
 from molfed.config import RunConfig
 from molfed.federated import partner as p
-from molfed.federated.coordinator import split_metrics
+from molfed.federated.coordinator import combine_partners, decide_promotion, split_metrics
+from molfed.federated.jobs import FinalReport
 from molfed.federated.partner import PartnerSummary
 from molfed.federated.strategies import RoundOutcome, Strategy
 from molfed.federated.types import Failure, Update, Weights
 from molfed.models.model import ModelSpec
-from molfed.tracking import Tracker
+from molfed.tracking import ChampionModel, Tracker
 from tasks._options import PRIVATE
 from tasks.partner import partner_data, standardize_options, train_settings
 
@@ -121,3 +124,60 @@ def log_model(
         standardize=standardize_options(config),
         registered_model=config.tracking.registered_model,
     )
+
+
+@task(name="publish-report", persist_result=False)
+def publish_report(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    kinds: Sequence[str],
+    round_rows: Sequence[Mapping[str, Any]],
+    summaries: Sequence[PartnerSummary],
+    run_link: str,
+    decision: str,
+) -> None:
+    """Prefect artifacts: a Markdown report and a table of per-round metrics (aggregates only)."""
+    lines = [
+        f"# Federation report\n\nMLflow run: {run_link}\n",
+        reporting.results_markdown(rows, metric, kinds),
+        f"\nRounds: {len(round_rows)}\n\n**Champion:** {decision}\n",
+        "\n| partner | molecules | rejects |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {s.name} | {s.n_molecules} | {sum(s.reject_counts.values())} |" for s in summaries]
+    create_markdown_artifact("\n".join(lines), key="federation-report", description="molfed federation report")
+    create_table_artifact(list(round_rows), key="round-metrics", description="per-round federated metrics")
+
+
+@task(name="decide-champion", persist_result=False)
+def decide_champion(
+    tracker: Tracker,
+    run_id: str,
+    config: RunConfig,
+    version: str | None,
+    champion: ChampionModel | None,
+    final: Mapping[str, FinalReport],
+    val_sizes: Mapping[str, int],
+) -> str:
+    """Promote the new model version to the champion alias only if partners' validation says it is better."""
+    name, cfg = config.tracking.registered_model, config.champion
+    if version is None or name is None or not cfg.enabled:
+        return "champion comparison off"
+    new = combine_partners({n: r.val for n, r in final.items()}, val_sizes).get(cfg.metric)
+    old = None
+    if champion is not None and all(r.champion_val for r in final.values()):
+        old = combine_partners({n: r.champion_val or {} for n, r in final.items()}, val_sizes).get(cfg.metric)
+    promote, reason = decide_promotion(new, old, metric=cfg.metric, min_improvement=cfg.min_improvement)
+    if promote:
+        tracker.promote(name, cfg.alias, version)
+    tags = {
+        "molfed.champion.decision": "promoted" if promote else "kept",
+        "molfed.champion.reason": reason,
+        "molfed.champion.previous_version": champion.version if champion else "none",
+        "molfed.champion.new_score": new,
+        "molfed.champion.previous_score": old,
+    }
+    tracker.set_tags(run_id, tags)
+    tracker.tag_model_version(name, version, tags)
+    current = version if promote else (champion.version if champion else "none")
+    return f"{'promoted' if promote else 'kept'}: {name}@{cfg.alias} is version {current} ({reason})"

@@ -1,24 +1,39 @@
-"""Partner-side tasks. They receive the run config and a partner *name*; data stays in the partner's process."""
+"""Partner-side tasks (local mode) and :class:`LocalPartners`, the in-process partner pool.
+
+Tasks receive the run config and a partner *name*; data stays in the partner's process and workspace.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prefect import task
+from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
-from molfed.config import RunConfig
+from molfed.config import PartnerConfig, RunConfig
+from molfed.federated import jobs
 from molfed.federated import partner as p
-from molfed.federated.types import Update, Weights
+from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
 from tasks._options import PRIVATE
 
 
-def partner_data(config: RunConfig, name: str) -> p.PartnerData:
-    """Prepare (or fetch from this process / the workspace cache) partner ``name``'s data."""
-    cfg = next(x for x in config.partners if x.name == name)
+def standardize_options(config: RunConfig) -> StandardizeOptions:
+    return StandardizeOptions(**config.data.standardize.model_dump())
+
+
+def train_settings(config: RunConfig) -> p.TrainSettings:
+    t = config.train
+    return p.TrainSettings(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay)
+
+
+def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
+    """Prepare (or fetch from this process / the workspace cache) one partner's data with the run's options."""
+    assert cfg.path is not None, "a partner's library path is known only on its side"
     return p.prepare_partner(
-        name,
+        cfg.name,
         path=cfg.path,
         workspace=config.workspace_for(cfg),
         smiles_column=cfg.smiles_column,
@@ -31,84 +46,57 @@ def partner_data(config: RunConfig, name: str) -> p.PartnerData:
     )
 
 
-def standardize_options(config: RunConfig) -> StandardizeOptions:
-    return StandardizeOptions(**config.data.standardize.model_dump())
-
-
-def train_settings(config: RunConfig) -> p.TrainSettings:
-    t = config.train
-    return p.TrainSettings(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay)
+def partner_data(config: RunConfig, name: str) -> p.PartnerData:
+    return load_partner(config, next(x for x in config.partners if x.name == name))
 
 
 @task(name="prepare-partner", task_run_name="prepare-{name}", **PRIVATE)
-def prepare_partner(config: RunConfig, name: str) -> p.PartnerSummary:
-    return partner_data(config, name).summary
+def prepare(config: RunConfig, name: str) -> jobs.Prepared:
+    return jobs.prepare(partner_data(config, name))
 
 
-@task(name="label-moments", task_run_name="moments-{name}", **PRIVATE)
-def label_moments(config: RunConfig, name: str) -> dict[str, list[float]]:
-    return p.partner_label_moments(partner_data(config, name))
-
-
-@task(name="local-update", task_run_name="train-{name}-round-{server_round}", **PRIVATE)
-def local_update(
+@task(name="partner-round", task_run_name="round-{server_round}-{name}", **PRIVATE)
+def partner_round(
     config: RunConfig,
     name: str,
     spec: ModelSpec,
     weights: Weights,
     scaling: Mapping[str, Sequence[float]],
     server_round: int,
-    fit_options: Mapping[str, float],
-) -> Update:
-    return p.local_update(
+    options: Mapping[str, float],
+) -> jobs.RoundReply:
+    return jobs.round_job(
         partner_data(config, name),
         spec=spec,
         weights=weights,
         scaling=scaling,
         settings=train_settings(config),
         seed=p.derive_seed(config.seed, "round", server_round, name),
-        proximal_mu=float(fit_options.get("proximal_mu", 0.0)),
+        options=options,
+        evaluate_incoming=server_round > 1,
         device=config.device,
     )
 
 
-@task(name="evaluate", task_run_name="evaluate-{name}-round-{server_round}", **PRIVATE)
-def evaluate(
+@task(name="partner-finish", task_run_name="finish-{name}", **PRIVATE)
+def finish(
     config: RunConfig,
     name: str,
     spec: ModelSpec,
     weights: Weights,
     scaling: Mapping[str, Sequence[float]],
-    splits: Sequence[str],
-    server_round: int,
-) -> dict[str, dict[str, float]]:
-    return p.evaluate_partner(
+    parity_task: int | None,
+    parity_edges: Sequence[float],
+    champion: Any,
+) -> jobs.FinalReport:
+    return jobs.finish_job(
         partner_data(config, name),
         spec=spec,
         weights=weights,
         scaling=scaling,
-        splits=splits,
-        device=config.device,
-    )
-
-
-@task(name="parity-counts", task_run_name="parity-{name}", **PRIVATE)
-def parity_counts(
-    config: RunConfig,
-    name: str,
-    spec: ModelSpec,
-    weights: Weights,
-    scaling: Mapping[str, Sequence[float]],
-    task_index: int,
-    edges: Sequence[float],
-) -> list[list[int]]:
-    return p.parity_counts(
-        partner_data(config, name),
-        spec=spec,
-        weights=weights,
-        scaling=scaling,
-        task_index=task_index,
-        edges=edges,
+        parity_task=parity_task,
+        parity_edges=parity_edges,
+        champion=champion,
         device=config.device,
     )
 
@@ -122,9 +110,8 @@ def local_only(
     scaling: Mapping[str, Sequence[float]],
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Train on this partner alone with the federation's budget; return test metrics and per-round val metrics."""
-    data = partner_data(config, name)
     return p.local_only_baseline(
-        data,
+        partner_data(config, name),
         spec=spec,
         init_weights=init_weights,
         scaling=scaling,
@@ -133,3 +120,65 @@ def local_only(
         seed=p.derive_seed(config.seed, "local-only", name),
         device=config.device,
     )
+
+
+def gather(futures: Mapping[str, PrefectFuture]) -> tuple[dict[str, Any], list[Failure]]:
+    """Results by partner; a failed partner becomes a :class:`Failure` (failures are data, not crashes)."""
+    results, failures = {}, []
+    for name, future in futures.items():
+        future.wait()
+        if future.state.is_completed():
+            results[name] = future.result()
+        else:
+            failures.append(Failure(name, future.state.message or "failed"))
+    return results, failures
+
+
+class LocalPartners:
+    """Every partner in this process, each job a Prefect task (concurrent, retried)."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.names = [x.name for x in config.partners]
+        retries = config.federation.partner_retries
+        self._round = partner_round.with_options(retries=retries)
+
+    def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
+        """Nothing to publish: partners in this process receive the plan as task arguments."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def _each(self, fn: Any, *args: Any) -> dict[str, Any]:
+        futures = {n: fn.submit(self.config, n, *args) for n in self.names}
+        return {n: f.result() for n, f in futures.items()}
+
+    def prepare(self) -> dict[str, jobs.Prepared]:
+        return self._each(prepare)
+
+    def round(
+        self,
+        server_round: int,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        options: Mapping[str, float],
+    ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
+        return gather(
+            {n: self._round.submit(self.config, n, spec, weights, scaling, server_round, options) for n in self.names}
+        )
+
+    def finish(
+        self,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        parity_task: int | None,
+        parity_edges: Sequence[float],
+        champion: Any,
+    ) -> dict[str, jobs.FinalReport]:
+        parts = (champion.spec, champion.weights, champion.scaling) if champion else None
+        return self._each(finish, spec, weights, scaling, parity_task, parity_edges, parts)
+
+    def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+        return self._each(local_only, spec, init, scaling)

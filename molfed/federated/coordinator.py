@@ -12,6 +12,7 @@ from molfed.federated.aggregate import weighted_metrics
 from molfed.federated.types import Update
 from molfed.federated.weights import get_weights
 from molfed.models.model import ModelSpec, build_model
+from molfed.train.metrics import higher_is_better
 
 #: Model kinds compared in every run.
 FEDERATED, LOCAL_ONLY, POOLED = "federated", "local-only", "pooled"
@@ -105,3 +106,21 @@ def comparison_rows(
         total[kind] = combine_partners(per_partner, sizes).get(metric) if len(per_partner) == len(test) else None
     rows.append(total)
     return rows
+
+
+def decide_promotion(
+    new: float | None, champion: float | None, *, metric: str, min_improvement: float
+) -> tuple[bool, str]:
+    """Whether the new model replaces the champion: better by at least ``min_improvement`` (relative).
+
+    Returns ``(promote, reason)``; a missing champion or champion score promotes, a missing new score does not.
+    """
+    if new is None:
+        return False, f"new model has no validation {metric}"
+    if champion is None:
+        return True, "no comparable champion"
+    higher = higher_is_better(metric)
+    gain = (new - champion) / abs(champion) if higher else (champion - new) / abs(champion)
+    if gain >= min_improvement and new != champion:
+        return True, f"validation {metric} {new:.4f} vs champion {champion:.4f} ({gain:+.1%})"
+    return False, f"validation {metric} {new:.4f} vs champion {champion:.4f} ({gain:+.1%} < {min_improvement:.1%})"

@@ -6,8 +6,14 @@ from molfed.chem.standardize import StandardizeOptions
 from molfed.data import cache as cache_mod
 from molfed.data.cache import featurize_library
 
-OPTS = dict(smiles_column="smiles", label_columns=["y"], task_types=["regression"],
-            standardize=StandardizeOptions(), duplicates="merge", partner="p")
+OPTS = dict(
+    smiles_column="smiles",
+    label_columns=["y"],
+    task_types=["regression"],
+    standardize=StandardizeOptions(),
+    duplicates="merge",
+    partner="p",
+)
 
 
 def _lib(tmp_path: Path, rows: str) -> Path:

@@ -1,0 +1,127 @@
+"""A partner's job in sites mode, run by the partner's own Prefect worker inside the partner's network.
+
+The worker's environment names the partner's site config (``MOLFED_SITE_CONFIG``: library path, workspace,
+columns) and its MLflow credentials; the flow's parameters are ids and numbers only. Weights and the plan come
+from the federation run's artifacts; the reply goes to this partner's ``site-<name>`` run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, ConfigDict
+
+from molfed.config import RunConfig, load_site_config
+from molfed.errors import ConfigError
+from molfed.federated import jobs
+from molfed.federated import partner as p
+from molfed.models.model import ModelSpec
+from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
+from tasks.partner import load_partner, train_settings
+from tasks.sites import reply_path, update_path
+
+
+class SiteJob(BaseModel):
+    """What the coordinator asks of a partner: ids, an action and numbers. Never data."""
+
+    model_config = ConfigDict(extra="forbid")
+    partner: str
+    action: str
+    parent_run_id: str
+    site_run_id: str
+    server_round: int = 0
+    options: dict[str, float] = {}
+    parity_task: int | None = None
+    parity_edges: list[float] = []
+    champion_uri: str | None = None
+
+
+@flow(name="partner-job", persist_result=False, log_prints=False)
+def partner_job(job: SiteJob) -> None:
+    logger = get_run_logger()
+    site_path = os.environ.get("MOLFED_SITE_CONFIG")
+    if not site_path:
+        raise ConfigError("MOLFED_SITE_CONFIG is not set: start this partner's worker with its site config")
+    site = load_site_config(site_path)
+    if site.name != job.partner:
+        raise ConfigError(f"this worker serves partner {site.name!r}, but the job is for {job.partner!r}")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tracker = Tracker(resolve_tracking_uri(None), None)
+    config = RunConfig.model_validate(tracker.download_json(job.parent_run_id, "federation/config.json"))
+    config = config.model_copy(
+        update={
+            "mode": "local",
+            "partners": [site.as_partner()],
+            "baselines": config.baselines.model_copy(update={"pooled": False}),
+        }
+    )
+    data = load_partner(config, config.partners[0])
+    logger.info("partner %s: %s (round %d)", job.partner, job.action, job.server_round)
+    reply: dict
+    if job.action == "prepare":
+        prepared = jobs.prepare(data)
+        reply = {"summary": _asdict(prepared.summary), "moments": prepared.moments}
+    else:
+        plan = tracker.download_json(job.parent_run_id, "federation/plan.json")
+        spec, scaling = ModelSpec.from_dict(plan["spec"]), plan["scaling"]
+        if job.action == "round":
+            weights = tracker.download_weights(job.parent_run_id, f"global_model/round_{job.server_round - 1:04d}.pt")
+            out = jobs.round_job(
+                data,
+                spec=spec,
+                weights=weights,
+                scaling=scaling,
+                settings=train_settings(config),
+                seed=p.derive_seed(config.seed, "round", job.server_round, site.name),
+                options=job.options,
+                evaluate_incoming=job.server_round > 1,
+                device=config.device,
+            )
+            tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
+            reply = {
+                "n_samples": out.update.n_samples,
+                "metrics": dict(out.update.metrics),
+                "incoming_val": out.incoming_val,
+            }
+        elif job.action == "finish":
+            weights = tracker.download_weights(job.parent_run_id, f"global_model/round_{job.server_round:04d}.pt")
+            champion = None
+            if job.champion_uri:
+                c_spec, c_weights, c_scaling = load_model_parts(job.champion_uri, tracker.tracking_uri)
+                champion = (c_spec, c_weights, c_scaling)
+            reply = jobs.finish_job(
+                data,
+                spec=spec,
+                weights=weights,
+                scaling=scaling,
+                parity_task=job.parity_task,
+                parity_edges=job.parity_edges,
+                champion=champion,
+                device=config.device,
+            ).to_json()
+        elif job.action == "local_only":
+            init = tracker.download_weights(job.parent_run_id, "global_model/round_0000.pt")
+            test, curve = p.local_only_baseline(
+                data,
+                spec=spec,
+                init_weights=init,
+                scaling=scaling,
+                settings=train_settings(config),
+                rounds=config.federation.rounds,
+                seed=p.derive_seed(config.seed, "local-only", site.name),
+                device=config.device,
+            )
+            reply = {"test": test, "curve": curve}
+        else:
+            raise ConfigError(
+                f"unknown action {job.action!r}; choose from ['finish', 'local_only', 'prepare', 'round']"
+            )
+    tracker.log_json(job.site_run_id, reply, reply_path(job.action, job.server_round))
+
+
+def _asdict(obj: object) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)  # type: ignore[call-overload]

@@ -1,0 +1,110 @@
+"""A partner's three jobs in a federation, the same in local and sites mode: prepare, round, finish.
+
+Each job runs on the partner's side and returns only what may leave the partner (JSON-able counts, metrics,
+binned parity counts, and an :class:`~molfed.federated.types.Update` of weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from molfed.federated import partner as p
+from molfed.federated.types import Update, Weights
+from molfed.models.model import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    summary: p.PartnerSummary
+    moments: dict[str, list[float]]
+    """Per-task count / sum / sum of squares of training labels (for federation-wide target scaling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReply:
+    update: Update
+    incoming_val: dict[str, float] = field(default_factory=dict)
+    """Validation metrics of the weights the partner received (the previous round's global model), if asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinalReport:
+    val: dict[str, float]
+    test: dict[str, float]
+    parity: list[list[int]]
+    """Binned (measured, predicted) counts on the test split, sparse cells blanked; [] if no regression task."""
+    champion_val: dict[str, float] | None = None
+    """Validation metrics of the registry's champion model, when one was sent."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prepare(data: p.PartnerData) -> Prepared:
+    return Prepared(data.summary, p.partner_label_moments(data))
+
+
+def round_job(
+    data: p.PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: p.TrainSettings,
+    seed: int,
+    options: Mapping[str, float],
+    evaluate_incoming: bool,
+    device: str = "cpu",
+) -> RoundReply:
+    """Optionally evaluate the incoming global model on the validation split, then train it locally."""
+    incoming = {}
+    if evaluate_incoming:
+        incoming = p.evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, device=device)["val"]
+    update = p.local_update(
+        data,
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        settings=settings,
+        seed=seed,
+        proximal_mu=float(options.get("proximal_mu", 0.0)),
+        device=device,
+    )
+    return RoundReply(update, incoming)
+
+
+def finish_job(
+    data: p.PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    parity_task: int | None,
+    parity_edges: Sequence[float],
+    champion: tuple[ModelSpec, Weights, Mapping[str, Sequence[float]]] | None = None,
+    device: str = "cpu",
+) -> FinalReport:
+    """Final validation and test metrics, binned parity counts and, if given, the champion's validation metrics."""
+    metrics = p.evaluate_partner(
+        data, spec=spec, weights=weights, scaling=scaling, splits=("val", "test"), device=device
+    )
+    parity: list[list[int]] = []
+    if parity_task is not None:
+        parity = p.parity_counts(
+            data, spec=spec, weights=weights, scaling=scaling, task_index=parity_task, edges=parity_edges, device=device
+        )
+    champion_val = None
+    if champion is not None:
+        c_spec, c_weights, c_scaling = champion
+        try:
+            champion_val = p.evaluate_partner(data, spec=c_spec, weights=c_weights, scaling=c_scaling, device=device)[
+                "val"
+            ]
+        except (ValueError, RuntimeError) as exc:  # e.g. other tasks or features: not comparable here
+            log.warning("partner %s: champion not comparable (%s)", data.name, type(exc).__name__)
+    return FinalReport(metrics["val"], metrics["test"], parity, champion_val)

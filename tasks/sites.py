@@ -1,0 +1,156 @@
+"""Sites mode: each partner's jobs run on the partner's own Prefect worker (pool ``partner-<name>``).
+
+The coordinator never learns a partner's path. Per job it creates a flow run of the partner's deployment
+``partner-job/partner-<name>`` whose parameters are ids and numbers only; weights and replies travel through the
+MLflow tracking server's artifact store: the coordinator publishes the plan and each round's global weights on
+the federation run, each partner downloads them and uploads its reply (update weights, counts, metrics) to its
+own ``site-<name>`` child run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.states import Cancelled
+
+from molfed.config import RunConfig
+from molfed.federated import jobs
+from molfed.federated.types import Failure, Update, Weights
+from molfed.models.model import ModelSpec
+from molfed.tracking import Tracker
+
+PARTNER_FLOW = "partner-job"
+
+
+def partner_deployment(name: str) -> str:
+    return f"{PARTNER_FLOW}/partner-{name}"
+
+
+def reply_path(action: str, server_round: int = 0) -> str:
+    return f"replies/{action}-{server_round:04d}.json"
+
+
+def update_path(server_round: int) -> str:
+    return f"replies/update-{server_round:04d}.pt"
+
+
+class SitePartners:
+    """Partners behind their own walls, reached through Prefect deployments and MLflow artifacts."""
+
+    def __init__(self, config: RunConfig, tracker: Tracker, run_id: str):
+        self.config, self.tracker, self.run_id = config, tracker, run_id
+        self.names = [x.name for x in config.partners]
+        self.site_runs = {
+            n: tracker.start_run(f"site-{n}", parent_run_id=run_id, tags={"molfed.kind": "site", "molfed.partner": n})
+            for n in self.names
+        }
+        self.timeout = config.federation.round_timeout_s
+        tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
+
+    def _dispatch(self, action: str, server_round: int = 0, **params: Any) -> tuple[dict[str, Any], list[Failure]]:
+        """Start ``action`` at every partner, wait until each finishes or the timeout passes, read the replies."""
+        runs = {}
+        for n in self.names:
+            job = {
+                "partner": n,
+                "action": action,
+                "parent_run_id": self.run_id,
+                "site_run_id": self.site_runs[n],
+                "server_round": server_round,
+                **params,
+            }
+            runs[n] = run_deployment(
+                partner_deployment(n), parameters={"job": job}, timeout=0, flow_run_name=f"{action}-{server_round}-{n}"
+            )
+        deadline = time.monotonic() + self.timeout
+        pending, states = dict(runs), {}
+        with get_client(sync_client=True) as client:
+            while pending and time.monotonic() < deadline:
+                for n, run in list(pending.items()):
+                    state = client.read_flow_run(run.id).state
+                    if state is not None and state.is_final():
+                        states[n] = state
+                        del pending[n]
+                if pending:
+                    time.sleep(1.0)
+            for run in pending.values():  # never picked up or still running: stop it, count it as failed
+                client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
+        replies, failures = {}, []
+        for n in self.names:
+            if n in pending:
+                failures.append(
+                    Failure(n, f"no reply within {self.timeout:.0f} s; is the worker for pool 'partner-{n}' running?")
+                )
+            elif not states[n].is_completed():
+                failures.append(Failure(n, f"{action} job {states[n].type.value.lower()}: {states[n].message or ''}"))
+            else:
+                replies[n] = self.tracker.download_json(self.site_runs[n], reply_path(action, server_round))
+        return replies, failures
+
+    def _all(self, action: str, server_round: int = 0, **params: Any) -> dict[str, Any]:
+        replies, failures = self._dispatch(action, server_round, **params)
+        if failures:
+            raise RuntimeError("; ".join(f"partner {f.partner}: {f.reason}" for f in failures))
+        return replies
+
+    def prepare(self) -> dict[str, jobs.Prepared]:
+        from molfed.federated.partner import PartnerSummary
+
+        out = self._all("prepare")
+        return {n: jobs.Prepared(PartnerSummary(**r["summary"]), r["moments"]) for n, r in out.items()}
+
+    def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
+        """The plan every partner follows (model spec, target scaling) and the round-0 global weights."""
+        plan = {"spec": spec.to_dict(), "scaling": dict(scaling)}
+        self.tracker.log_json(self.run_id, plan, "federation/plan.json")
+        self.tracker.log_weights(self.run_id, weights, "global_model/round_0000.pt")
+
+    def round(
+        self,
+        server_round: int,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        options: Mapping[str, float],
+    ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
+        replies, failures = self._dispatch("round", server_round, options=dict(options))
+        out = {}
+        for n, r in replies.items():
+            update = Update(
+                n,
+                self.tracker.download_weights(self.site_runs[n], update_path(server_round)),
+                int(r["n_samples"]),
+                r["metrics"],
+            )
+            out[n] = jobs.RoundReply(update, r["incoming_val"])
+        return out, failures
+
+    def finish(
+        self,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        parity_task: int | None,
+        parity_edges: Sequence[float],
+        champion: Any,
+    ) -> dict[str, jobs.FinalReport]:
+        out = self._all(
+            "finish",
+            self.config.federation.rounds,
+            parity_task=parity_task,
+            parity_edges=list(parity_edges),
+            champion_uri=champion.uri if champion else None,
+        )
+        return {n: jobs.FinalReport(**r) for n, r in out.items()}
+
+    def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+        out = self._all("local_only")
+        return {n: (r["test"], r["curve"]) for n, r in out.items()}
+
+    def close(self) -> None:
+        for run_id in self.site_runs.values():
+            self.tracker.end_run(run_id)
