@@ -19,6 +19,7 @@ from molfed.config import RunConfig
 from molfed.federated import coordinator as coord
 from molfed.federated.partner import combine_moments
 from molfed.federated.strategies import build_strategy
+from molfed.federated.types import QuorumError
 from molfed.tracking import Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks.partner import LocalPartners
@@ -39,7 +40,14 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
     try:
-        prepared = pool.prepare()
+        prepared, failures = pool.prepare()
+        for f in failures:
+            logger.warning("partner %s sits this run out: %s", f.partner, f.reason)
+            tracker.set_tags(run_id, {f"prepare.failed.{f.partner}": f.reason[:500]})
+        if len(prepared) < config.quorum:
+            reasons = "; ".join(f"{f.partner}: {f.reason}" for f in failures)
+            raise QuorumError(f"{len(prepared)} partner(s) ready, quorum is {config.quorum} ({reasons})")
+        names = [n for n in names if n in prepared]
         summaries = [prepared[n].summary for n in names]
         ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}

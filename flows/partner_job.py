@@ -13,7 +13,7 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from molfed.config import RunConfig, load_site_config
+from molfed.config import RunConfig, SiteConfig, load_site_config
 from molfed.errors import ConfigError
 from molfed.federated import jobs
 from molfed.federated import partner as p
@@ -48,6 +48,22 @@ def partner_job(job: SiteJob) -> None:
     if site.name != job.partner:
         raise ConfigError(f"this worker serves partner {site.name!r}, but the job is for {job.partner!r}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    logger.info("partner %s: %s (round %d)", job.partner, job.action, job.server_round)
+    try:
+        _run(job, site)
+    except Exception as exc:
+        # The full message may name the partner's file: it stays in the partner's workspace. The shared Prefect
+        # server only learns the kind of error.
+        site.workspace.mkdir(parents=True, exist_ok=True)
+        with open(site.workspace / "jobs.log", "a", encoding="utf-8") as log:
+            log.write(f"{job.action} round {job.server_round}: {type(exc).__name__}: {exc}\n")
+        raise RuntimeError(
+            f"partner {job.partner}: {job.action} failed with {type(exc).__name__} (details in the partner's "
+            "workspace, jobs.log)"
+        ) from None
+
+
+def _run(job: SiteJob, site: SiteConfig) -> None:
     tracker = Tracker(resolve_tracking_uri(None), None)
     config = RunConfig.model_validate(tracker.download_json(job.parent_run_id, "federation/config.json"))
     config = config.model_copy(
@@ -58,7 +74,6 @@ def partner_job(job: SiteJob) -> None:
         }
     )
     data = load_partner(config, config.partners[0])
-    logger.info("partner %s: %s (round %d)", job.partner, job.action, job.server_round)
     reply: dict
     if job.action == "prepare":
         prepared = jobs.prepare(data)

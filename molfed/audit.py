@@ -50,12 +50,18 @@ def structure_needles(smiles: Iterable[str], *, min_length: int = 6) -> tuple[li
     return sorted(long_texts | escaped), sorted(keys)
 
 
-def scan(roots: Sequence[Path], smiles_needles: Sequence[str], inchikeys: Sequence[str]) -> tuple[list[Hit], int]:
-    """Scan every file under ``roots``; return hits and the number of files scanned."""
+def scan(
+    roots: Sequence[Path], smiles_needles: Sequence[str], inchikeys: Sequence[str], *, substrings: Sequence[str] = ()
+) -> tuple[list[Hit], int]:
+    """Scan every file under ``roots``; return hits and the number of files scanned.
+
+    ``substrings`` (e.g. a partner's private directory) are hits anywhere in a file (kind ``substring``).
+    """
     alphabet = set("".join(smiles_needles)) | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
     token = re.compile(b"[" + re.escape("".join(sorted(alphabet)).encode()) + b"]{6,}")
     smiles_b = [s.encode() for s in smiles_needles]
     keys_b = {k.encode(): i for i, k in enumerate(inchikeys)}
+    subs_b = [t.encode() for t in substrings]
     hits: list[Hit] = []
     n_files = 0
     for root in roots:
@@ -69,6 +75,7 @@ def scan(roots: Sequence[Path], smiles_needles: Sequence[str], inchikeys: Sequen
             tokens = set(token.findall(data))
             joined = b"\n".join(tokens)
             hits += [Hit(path, "smiles", i) for i, s in enumerate(smiles_b) if s in tokens]
+            hits += [Hit(path, "substring", i) for i, t in enumerate(subs_b) if t in data]
             for k, i in keys_b.items():
                 if k in joined:
                     hits.append(Hit(path, "inchikey", i))

@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("out_dir", type=Path)
     data.add_argument("--seed", type=int, default=0)
 
+    dep = sub.add_parser("deploy", help="create work pools and Prefect deployments (needs PREFECT_API_URL)")
+    dep.add_argument("--config", type=Path, default=DEMO_CONFIG)
+    dep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    work = sub.add_parser("site-worker", help="start a partner's Prefect worker with its site config (sites mode)")
+    work.add_argument("site_config", type=Path, help="the partner's own YAML: name, path, workspace, columns")
+
     pred = sub.add_parser("predict", help="predict with a logged or registered model")
     pred.add_argument("--model", required=True, help="models:/name/1, models:/name@alias, models:/m-<id>, runs:/...")
     pred.add_argument("--input", required=True, type=Path, help="CSV with a SMILES column")
@@ -85,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             return _predict(args)
+        if args.command == "deploy":
+            return _deploy(args.config, args.overrides)
+        if args.command == "site-worker":
+            return _site_worker(args.site_config)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +202,34 @@ def _print_results(console: Any, result: dict[str, Any]) -> None:
     prefix = f"PREFECT_HOME={shlex.quote(home)} " if home else ""
     console.print("Open the Prefect UI on the flow runs:")
     console.print(f"  {prefix}.venv/bin/prefect server start --port 4200")
+
+
+def _deploy(config_path: Path, overrides: Sequence[str]) -> int:
+    from molfed.config import load_config
+
+    config = load_config(config_path, overrides)
+    prefect_environment()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise MolfedError("deploy needs a Prefect server: start one (prefect server start) and set PREFECT_API_URL")
+    from flows.deploy import deploy
+
+    for name in deploy(config):
+        print(f"deployed {name}")
+    return 0
+
+
+def _site_worker(site_config: Path) -> int:
+    """Validate the site config, then become ``prefect worker start --pool partner-<name>`` with it in the env."""
+    from molfed.config import load_site_config
+
+    site = load_site_config(site_config)
+    prefect_environment(verbose=True)
+    env = {**os.environ, "MOLFED_SITE_CONFIG": str(site_config.resolve())}
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    args = [prefect, "worker", "start", "--pool", f"partner-{site.name}", "--type", "process"]
+    print(f"partner {site.name}: starting worker on pool partner-{site.name}")
+    os.execve(prefect, args, env)
+    return 0  # not reached
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -153,8 +153,9 @@ class LocalPartners:
         futures = {n: fn.submit(self.config, n, *args) for n in self.names}
         return {n: f.result() for n, f in futures.items()}
 
-    def prepare(self) -> dict[str, jobs.Prepared]:
-        return self._each(prepare)
+    def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
+        """Every partner must prepare: in one process a failure is a user mistake (bad library), not an outage."""
+        return self._each(prepare), []
 
     def round(
         self,

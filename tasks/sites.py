@@ -97,11 +97,13 @@ class SitePartners:
             raise RuntimeError("; ".join(f"partner {f.partner}: {f.reason}" for f in failures))
         return replies
 
-    def prepare(self) -> dict[str, jobs.Prepared]:
+    def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
+        """Partners that fail to prepare (worker down, bad library) sit the run out; the flow applies the quorum."""
         from molfed.federated.partner import PartnerSummary
 
-        out = self._all("prepare")
-        return {n: jobs.Prepared(PartnerSummary(**r["summary"]), r["moments"]) for n, r in out.items()}
+        out, failures = self._dispatch("prepare")
+        self.names = [n for n in self.names if n in out]
+        return {n: jobs.Prepared(PartnerSummary(**r["summary"]), r["moments"]) for n, r in out.items()}, failures
 
     def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
         """The plan every partner follows (model spec, target scaling) and the round-0 global weights."""

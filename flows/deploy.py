@@ -1,0 +1,64 @@
+"""Create the Prefect work pools and deployments of a federation (``molfed deploy``).
+
+- ``federated-training/federated-training`` on pool ``molfed-coordinator``: its parameter is the pydantic config,
+  so the Prefect UI renders a form with defaults, descriptions and bounds; the config file becomes its default.
+  An optional cron schedule (``schedule:`` in the config) retrains periodically.
+- In sites mode, per partner: pool ``partner-<name>`` (process) and deployment ``partner-job/partner-<name>``,
+  which only that partner's worker picks up.
+
+Code is pulled from this checkout (``from_source`` with a local directory): every worker must see the same
+checkout path (or point ``source`` at a git URL for a real consortium).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.schedules import Cron
+from prefect.workers.process import ProcessWorker
+
+from molfed.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COORDINATOR_POOL = "molfed-coordinator"
+TRAINING_DEPLOYMENT = "federated-training/federated-training"
+
+
+def ensure_pool(name: str) -> None:
+    """Create a process work pool unless it exists."""
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(
+            WorkPoolCreate(name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template())
+        )
+
+
+def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
+    """Create pools and deployments for ``config``; return the deployment names."""
+    ensure_pool(COORDINATOR_POOL)
+    schedules = []
+    if config.schedule is not None:
+        schedules = [Cron(config.schedule.cron, timezone=config.schedule.timezone, active=config.schedule.active)]
+    training = flow.from_source(source=str(source), entrypoint="flows/federated_training.py:federated_training")
+    training.deploy(
+        name="federated-training",
+        work_pool_name=COORDINATOR_POOL,
+        parameters={"config": config.model_dump(mode="json")},
+        schedules=schedules,
+        description="Federated GNN training across partners (molfed).",
+        tags=["molfed", config.mode],
+        print_next_steps=False,
+    )
+    names = [TRAINING_DEPLOYMENT]
+    if config.mode == "sites":
+        job = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:partner_job")
+        for partner in config.partners:
+            pool = f"partner-{partner.name}"
+            ensure_pool(pool)
+            job.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
+            names.append(f"partner-job/{pool}")
+    return names

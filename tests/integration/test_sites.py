@@ -1,0 +1,305 @@
+"""Sites mode for real: a Prefect server and an MLflow server (served artifacts) with authentication on, a
+coordinator worker and one process worker per partner, each partner in its own directory with its own site config
+and library. Deploy, run a 2-partner x 2-round federation, read everything back, scan for leaks.
+
+Every process is started on loopback ports and stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from molfed.audit import scan, structure_needles
+from molfed.data.demo import write_demo_partners
+
+pytestmark = [pytest.mark.integration, pytest.mark.sites]
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+PREFECT_AUTH = "molfed:prefect-secret"
+MLFLOW_USER, MLFLOW_PASSWORD = "admin", "mlflow-secret-pw1"
+PARTNERS = ("beta", "gamma")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, auth: str | None = None, method: str = "GET") -> int:
+    data = b"{}" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+class Processes:
+    """Background processes in their own sessions, all stopped (with their children) by :meth:`stop_all`."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.procs = logs, {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def tail(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def _wait_for(check, what: str, proc: subprocess.Popen, procs: Processes, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{procs.tail(what)}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sites")
+    logs = root / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    base_env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+
+    # Prefect server (SQLite) with basic auth.
+    server_env = {
+        **base_env,
+        "PREFECT_HOME": str(root / "prefect-server"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH,
+    }
+    # MLflow server with served artifacts and the basic-auth app; admin credentials from the environment.
+    auth_ini = root / "mlflow-auth.ini"
+    auth_ini.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/mlflow-auth.db\n"
+        "admin_username = admin\nauthorization_function = "
+        "mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    mlflow_env = {
+        **base_env,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": MLFLOW_PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "molfed-test-csrf-key",
+    }
+    store = root / "mlflow-store"
+    store.mkdir()
+    try:
+        prefect_proc = procs.start(
+            "prefect-server",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            server_env,
+            root,
+        )
+        mlflow_proc = procs.start(
+            "mlflow-server",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--backend-store-uri",
+                f"sqlite:///{store}/mlflow.db",
+                "--artifacts-destination",
+                str(store / "artifacts"),
+                "--serve-artifacts",
+                "--app-name",
+                "basic-auth",
+                "--workers",
+                "1",
+            ],
+            mlflow_env,
+            root,
+        )
+        prefect_api, mlflow_uri = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
+        _wait_for(lambda: _get(f"{prefect_api}/health", PREFECT_AUTH) == 200, "prefect-server", prefect_proc, procs)
+        _wait_for(lambda: _get(f"{mlflow_uri}/health") == 200, "mlflow-server", mlflow_proc, procs)
+
+        client_env = {
+            **base_env,
+            "PREFECT_API_URL": prefect_api,
+            "PREFECT_API_AUTH_STRING": PREFECT_AUTH,
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+            "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_HOME": str(root / "client-prefect-home"),
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+        }
+        # Each partner: its own directory with its library and site config; only its worker is told where.
+        libraries = write_demo_partners(root / "scratch", seed=0)
+        sites = {}
+        for name in PARTNERS:
+            site_dir = root / f"site-{name}"
+            (site_dir / "private").mkdir(parents=True)
+            shutil.copy(libraries[name], site_dir / "private" / "library.csv")
+            (site_dir / "site.yaml").write_text(
+                yaml.safe_dump({"name": name, "path": "private/library.csv", "workspace": "workspace"})
+            )
+            sites[name] = site_dir
+        shutil.rmtree(root / "scratch")
+        coordinator = root / "coordinator"
+        coordinator.mkdir()
+        config = {
+            "name": "sites-test",
+            "mode": "sites",
+            "seed": 0,
+            "tasks": [{"name": "expt"}],
+            "partners": [{"name": n} for n in PARTNERS],
+            "model": {"hidden_channels": 32, "num_layers": 2},
+            "train": {"epochs": 1, "lr": 0.003},
+            "federation": {"rounds": 2, "round_timeout_s": 240},
+            "baselines": {"local_only": True, "pooled": False},
+            "tracking": {"experiment": "sites-test", "registered_model": "sites-test"},
+        }
+        (coordinator / "sites.yaml").write_text(yaml.safe_dump(config))
+        deploy = subprocess.run(
+            [str(BIN / "molfed"), "deploy", "--config", "sites.yaml"],
+            env=client_env,
+            cwd=coordinator,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert deploy.returncode == 0, deploy.stderr[-3000:]
+        procs.start(
+            "worker-coordinator",
+            [str(BIN / "prefect"), "worker", "start", "--pool", "molfed-coordinator", "--type", "process"],
+            client_env,
+            coordinator,
+        )
+        for name, site_dir in sites.items():
+            procs.start(f"worker-{name}", [str(BIN / "molfed"), "site-worker", "site.yaml"], client_env, site_dir)
+        started = time.perf_counter()
+        trigger = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from prefect.deployments import run_deployment\n"
+                "run = run_deployment('federated-training/federated-training', timeout=900)\n"
+                "print(run.state.type.value, run.id)",
+            ],
+            env=client_env,
+            cwd=coordinator,
+            capture_output=True,
+            text=True,
+            timeout=1000,
+        )
+        seconds = time.perf_counter() - started
+        yield {
+            "root": root,
+            "procs": procs,
+            "trigger": trigger,
+            "seconds": seconds,
+            "sites": sites,
+            "mlflow_uri": mlflow_uri,
+            "prefect_api": prefect_api,
+            "store": store,
+            "env": client_env,
+            "coordinator": coordinator,
+        }
+    finally:
+        procs.stop_all()
+
+
+def test_requests_without_credentials_are_refused(consortium):
+    assert _get(f"{consortium['prefect_api']}/flows/filter", method="POST") == 401
+    assert _get(f"{consortium['prefect_api']}/flows/filter", PREFECT_AUTH, method="POST") == 200
+    assert _get(f"{consortium['mlflow_uri']}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+    auth = f"{MLFLOW_USER}:{MLFLOW_PASSWORD}"
+    assert _get(f"{consortium['mlflow_uri']}/api/2.0/mlflow/experiments/search?max_results=1", auth) == 200
+
+
+def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypatch):
+    trigger, procs = consortium["trigger"], consortium["procs"]
+    assert trigger.stdout.startswith("COMPLETED"), (trigger.stdout + trigger.stderr)[-3000:] + procs.tail(
+        "worker-coordinator"
+    )
+    print(f"sites federation (2 partners x 2 rounds) took {consortium['seconds']:.0f} s")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    exp = client.get_experiment_by_name("sites-test")
+    parent = [r for r in client.search_runs([exp.experiment_id], "tags.`molfed.kind` = 'federated'")][0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["molfed.mode"] == "sites"
+    rid = parent.info.run_id
+    models = {a.path for a in client.list_artifacts(rid, "global_model")}
+    assert {"global_model/round_0001.pt", "global_model/round_0002.pt"} <= models
+    for name in PARTNERS:
+        assert [m.step for m in client.get_metric_history(rid, f"val_rmse.{name}")] == [1, 2]
+        assert f"test_rmse.{name}" in parent.data.metrics
+    assert parent.data.metrics["partners_failed"] == 0
+    sites = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{rid}' and tags.`molfed.kind` = 'site'"
+    )
+    assert sorted(r.data.tags["molfed.partner"] for r in sites) == sorted(PARTNERS)
+    assert client.get_model_version_by_alias("sites-test", "champion").version == "1"
+
+
+def test_each_worker_read_only_its_own_library(consortium):
+    for name, site_dir in consortium["sites"].items():
+        caches = list((site_dir / "workspace" / "cache").glob("graphs-*.pt"))
+        assert len(caches) == 1, name  # this partner featurized exactly one library: its own
+    config = (consortium["coordinator"] / "sites.yaml").read_text()
+    assert "library.csv" not in config and "site-" not in config
+
+
+def test_no_partner_structure_or_path_reaches_the_servers(consortium):
+    smiles = [
+        s for d in consortium["sites"].values() for s in pd.read_csv(d / "private" / "library.csv", dtype=str)["smiles"]
+    ]
+    needles, keys = structure_needles(smiles)
+    # the private directories' absolute paths must not reach the coordinator's stores either
+    paths = [str(d / "private") for d in consortium["sites"].values()]
+    roots = [consortium["store"], consortium["root"] / "prefect-server"]
+    hits, n_files = scan(roots, needles, keys, substrings=paths)
+    assert n_files > 5 and (consortium["root"] / "prefect-server" / "prefect.db").exists()
+    assert hits == [], sorted({str(h.path) for h in hits})[:5]
