@@ -36,6 +36,7 @@ class SiteJob(BaseModel):
     parity_task: int | None = None
     parity_edges: list[float] = []
     champion_uri: str | None = None
+    local_only: bool = False
 
 
 @flow(name="partner-job", persist_result=False, log_prints=False)
@@ -116,23 +117,21 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
                 champion=champion,
                 device=config.device,
             ).to_json()
-        elif job.action == "local_only":
-            init = tracker.download_weights(job.parent_run_id, "global_model/round_0000.pt")
-            test, curve = p.local_only_baseline(
-                data,
-                spec=spec,
-                init_weights=init,
-                scaling=scaling,
-                settings=train_settings(config),
-                rounds=config.federation.rounds,
-                seed=p.derive_seed(config.seed, "local-only", site.name),
-                device=config.device,
-            )
-            reply = {"test": test, "curve": curve}
+            if job.local_only:
+                init = tracker.download_weights(job.parent_run_id, "global_model/round_0000.pt")
+                test, curve = p.local_only_baseline(
+                    data,
+                    spec=spec,
+                    init_weights=init,
+                    scaling=scaling,
+                    settings=train_settings(config),
+                    rounds=config.federation.rounds,
+                    seed=p.derive_seed(config.seed, "local-only", site.name),
+                    device=config.device,
+                )
+                reply["local_only"] = {"test": test, "curve": curve}
         else:
-            raise ConfigError(
-                f"unknown action {job.action!r}; choose from ['finish', 'local_only', 'prepare', 'round']"
-            )
+            raise ConfigError(f"unknown action {job.action!r}; choose from ['finish', 'prepare', 'round']")
     tracker.log_json(job.site_run_id, reply, reply_path(job.action, job.server_round))
 
 

@@ -49,6 +49,7 @@ class SitePartners:
             for n in self.names
         }
         self.timeout = config.federation.round_timeout_s
+        self._local_only: dict[str, Any] = {}
         tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
 
     def _dispatch(self, action: str, server_round: int = 0, **params: Any) -> tuple[dict[str, Any], list[Failure]]:
@@ -140,18 +141,23 @@ class SitePartners:
         parity_edges: Sequence[float],
         champion: Any,
     ) -> dict[str, jobs.FinalReport]:
+        """Final evaluation; the local-only baseline rides along in the same job (one worker start less)."""
         out = self._all(
             "finish",
             self.config.federation.rounds,
             parity_task=parity_task,
             parity_edges=list(parity_edges),
             champion_uri=champion.uri if champion else None,
+            local_only=self.config.baselines.local_only,
         )
-        return {n: jobs.FinalReport(**r) for n, r in out.items()}
+        self._local_only = {
+            n: (r["local_only"]["test"], r["local_only"]["curve"]) for n, r in out.items() if r.get("local_only")
+        }
+        return {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
-        out = self._all("local_only")
-        return {n: (r["test"], r["curve"]) for n, r in out.items()}
+        """Computed by each partner in its finish job (call :meth:`finish` first)."""
+        return self._local_only
 
     def close(self) -> None:
         for run_id in self.site_runs.values():

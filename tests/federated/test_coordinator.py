@@ -23,3 +23,17 @@ def test_train_metrics_count_failed_partners():
     w = {}
     out = train_metrics([Update("a", w, 1, {"train_loss": 2.0}), Update("b", w, 3, {"train_loss": 1.0})], 3)
     assert out == {"train_loss": 1.25, "partners_ok": 2.0, "partners_failed": 1.0}
+
+
+def test_decide_promotion_by_metric_direction_and_margin():
+    from molfed.federated.coordinator import decide_promotion
+
+    assert decide_promotion(1.0, None, metric="rmse", min_improvement=0.1)[0]  # no champion yet
+    assert decide_promotion(0.89, 1.0, metric="rmse", min_improvement=0.1)[0]  # 11 % lower RMSE
+    promote, reason = decide_promotion(0.95, 1.0, metric="rmse", min_improvement=0.1)
+    assert not promote and "+5.0% < 10.0%" in reason
+    assert not decide_promotion(1.2, 1.0, metric="rmse", min_improvement=0.0)[0]  # worse
+    assert decide_promotion(0.9, 0.8, metric="roc_auc", min_improvement=0.1)[0]  # higher AUC is better
+    assert not decide_promotion(0.7, 0.8, metric="roc_auc", min_improvement=0.0)[0]
+    assert not decide_promotion(None, 1.0, metric="rmse", min_improvement=0.0)[0]
+    assert not decide_promotion(1.0, 1.0, metric="rmse", min_improvement=0.0)[0]  # a tie keeps the champion

@@ -156,3 +156,41 @@ def test_no_partner_structure_reaches_mlflow_prefect_or_logs(demo):
     planted.write_bytes(b"\x00\x01" + f'{{"x": "{needles[len(needles) // 2]}"}}'.encode() + b"\xff")
     hits, _ = scan([planted], needles, keys)
     assert hits and {h.kind for h in hits} == {"smiles"}
+
+
+def test_first_model_becomes_champion_and_a_retraining_below_the_margin_leaves_it(demo):
+    from flows.federated_training import federated_training
+
+    client = demo.client
+    assert demo.result["champion"].startswith("promoted: molfed-test@champion is version 1")
+    assert str(client.get_model_version_by_alias("molfed-test", "champion").version) == "1"
+    worse = demo.config.model_copy(
+        update={
+            "train": demo.config.train.model_copy(update={"lr": 1e-7, "epochs": 1}),
+            "federation": demo.config.federation.model_copy(update={"rounds": 1}),
+            "baselines": demo.config.baselines.model_copy(update={"local_only": False, "pooled": False}),
+            "champion": demo.config.champion.model_copy(update={"min_improvement": 0.5}),  # must be 50 % better
+        }
+    )
+    result = federated_training(worse)
+    assert result["model_version"] == "2"
+    assert result["champion"].startswith("kept: molfed-test@champion is version 1")
+    assert str(client.get_model_version_by_alias("molfed-test", "champion").version) == "1"
+    tags = client.get_model_version("molfed-test", "2").tags
+    assert tags["molfed.champion.decision"] == "kept" and tags["molfed.champion.previous_version"] == "1"
+    assert float(tags["molfed.champion.new_score"]) > 0.5 * float(tags["molfed.champion.previous_score"])
+    assert client.get_run(result["run_id"]).data.tags["molfed.champion.decision"] == "kept"
+
+
+def test_prefect_artifacts_report_and_round_table(demo):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts(key):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    report = asyncio.run(artifacts("federation-report"))
+    assert report and "| alpha |" in report[0].data and demo.result["run_id"] in report[0].data
+    table = asyncio.run(artifacts("round-metrics"))
+    assert table and '"round"' in str(table[0].data) and "val_rmse" in str(table[0].data)

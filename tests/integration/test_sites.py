@@ -8,6 +8,7 @@ Every process is started on loopback ports and stopped at the end, also on failu
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -96,6 +97,21 @@ def _wait_for(check, what: str, proc: subprocess.Popen, procs: Processes, timeou
             pass
         time.sleep(1)
     raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+TRIGGER = """
+import json, sys
+from prefect.deployments import run_deployment
+params = {"config": json.loads(sys.argv[1])} if len(sys.argv) > 1 else None
+run = run_deployment("federated-training/federated-training", parameters=params, timeout=900)
+print(run.state.type.value, run.id)
+print(run.state.message or "")
+"""
+
+
+def _trigger(env: dict[str, str], cwd: Path, config: dict | None = None) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-c", TRIGGER] + ([json.dumps(config)] if config else [])
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1000)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +215,7 @@ def consortium(tmp_path_factory):
             "federation": {"rounds": 2, "round_timeout_s": 240},
             "baselines": {"local_only": True, "pooled": False},
             "tracking": {"experiment": "sites-test", "registered_model": "sites-test"},
+            "schedule": {"cron": "0 3 * * 1", "timezone": "Europe/Berlin", "active": False},
         }
         (coordinator / "sites.yaml").write_text(yaml.safe_dump(config))
         deploy = subprocess.run(
@@ -219,20 +236,7 @@ def consortium(tmp_path_factory):
         for name, site_dir in sites.items():
             procs.start(f"worker-{name}", [str(BIN / "molfed"), "site-worker", "site.yaml"], client_env, site_dir)
         started = time.perf_counter()
-        trigger = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from prefect.deployments import run_deployment\n"
-                "run = run_deployment('federated-training/federated-training', timeout=900)\n"
-                "print(run.state.type.value, run.id)",
-            ],
-            env=client_env,
-            cwd=coordinator,
-            capture_output=True,
-            text=True,
-            timeout=1000,
-        )
+        trigger = _trigger(client_env, coordinator)
         seconds = time.perf_counter() - started
         yield {
             "root": root,
@@ -281,7 +285,7 @@ def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypa
         [exp.experiment_id], f"tags.mlflow.parentRunId = '{rid}' and tags.`molfed.kind` = 'site'"
     )
     assert sorted(r.data.tags["molfed.partner"] for r in sites) == sorted(PARTNERS)
-    assert client.get_model_version_by_alias("sites-test", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("sites-test", "champion").version) == "1"
 
 
 def test_each_worker_read_only_its_own_library(consortium):
@@ -303,3 +307,50 @@ def test_no_partner_structure_or_path_reaches_the_servers(consortium):
     hits, n_files = scan(roots, needles, keys, substrings=paths)
     assert n_files > 5 and (consortium["root"] / "prefect-server" / "prefect.db").exists()
     assert hits == [], sorted({str(h.path) for h in hits})[:5]
+
+
+READ_DEPLOYMENT = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    d = client.read_deployment_by_name("federated-training/federated-training")
+    print(json.dumps({"schema": d.parameter_openapi_schema, "pool": d.work_pool_name,
+                      "schedules": [{"cron": s.schedule.cron, "timezone": s.schedule.timezone, "active": s.active}
+                                    for s in d.schedules]}))
+"""
+
+
+def test_deployment_renders_a_validated_form_and_carries_the_schedule(consortium):
+    out = subprocess.run(
+        [sys.executable, "-c", READ_DEPLOYMENT], env=consortium["env"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout)
+    assert info["pool"] == "molfed-coordinator"
+    assert info["schedules"] == [{"cron": "0 3 * * 1", "timezone": "Europe/Berlin", "active": False}]
+    schema = info["schema"]
+    assert schema["required"] == ["config"]
+    defs = schema["definitions"]
+    rounds = defs["FederationConfig"]["properties"]["rounds"]
+    assert rounds["minimum"] == 1 and rounds["description"] == "Federated rounds."
+    assert defs["ModelConfig"]["properties"]["encoder"]["default"] == "gine"
+    assert set(defs["RunConfig"]["properties"]) >= {"partners", "tasks", "federation", "mode", "champion"}
+
+
+def test_partner_without_worker_times_out_and_the_quorum_decides(consortium):
+    procs, env, coordinator = consortium["procs"], consortium["env"], consortium["coordinator"]
+    procs.stop("worker-gamma")
+    base = yaml.safe_load((coordinator / "sites.yaml").read_text())
+    base["federation"].update(rounds=1, round_timeout_s=20)
+    base["baselines"]["local_only"] = False
+
+    below = json.loads(json.dumps(base))
+    below["federation"]["min_partners"] = 2
+    run = _trigger(env, coordinator, below)
+    assert run.stdout.startswith("FAILED"), run.stdout + run.stderr[-2000:]
+    assert "quorum is 2" in run.stdout and "no reply within 20 s" in run.stdout and "partner-gamma" in run.stdout
+
+    above = json.loads(json.dumps(base))
+    above["federation"]["min_partners"] = 1
+    run = _trigger(env, coordinator, above)
+    assert run.stdout.startswith("COMPLETED"), run.stdout + run.stderr[-2000:]
