@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--smiles-column", default="smiles")
     pred.add_argument("--output", required=True, type=Path)
     pred.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlruns")
+
+    val = sub.add_parser("validate", help="check a config and read every partner library (writes rejects.csv)")
+    val.add_argument("config", type=Path)
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
@@ -96,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _deploy(args.config, args.overrides)
         if args.command == "site-worker":
             return _site_worker(args.site_config)
+        if args.command == "validate":
+            return _validate(args.config, args.overrides)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -260,6 +266,45 @@ def _predict(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.output, index=False)
     print(f"wrote {len(out)} predictions ({int((~preds['valid']).sum())} invalid SMILES) to {args.output}")
+    return 0
+
+
+def _validate(config_path: Path, overrides: Sequence[str]) -> int:
+    """Load the config and read each partner's library as the flow does; print counts, never data.
+
+    Writes ``<workspace>/rejects.csv`` per partner. Stops at the first unusable config or library (exit 2).
+    No Prefect, no MLflow, no featurization.
+    """
+    from molfed.config import load_config
+
+    config = load_config(config_path, overrides)  # before the chemistry imports: a config error returns fast
+    from molfed.chem.standardize import StandardizeOptions
+    from molfed.data.library import read_library, write_rejects
+
+    if config.mode == "sites":
+        raise MolfedError(f"{config_path}: sites mode names partners only; each partner validates its own library")
+    options = StandardizeOptions(**config.data.standardize.model_dump())
+    for partner in config.partners:
+        assert partner.path is not None  # required in local mode
+        library = read_library(
+            partner.path,
+            smiles_column=partner.smiles_column,
+            label_columns=[partner.column_for(t.name) for t in config.tasks],
+            task_types=[t.type for t in config.tasks],
+            standardize=options,
+            duplicates=config.data.duplicates,
+            partner=partner.name,
+        )
+        report = write_rejects(library.rejects, config.workspace_for(partner) / "rejects.csv", partner=partner.name)
+        counts = ", ".join(f"{reason} {n}" for reason, n in library.reject_counts().items())
+        print(
+            f"partner {partner.name!r}: rows read {library.n_input_rows}, molecules kept {len(library)}, "
+            f"duplicates merged {library.n_duplicates_merged}, rejected {len(library.rejects)}"
+            + (f" ({counts})" if counts else "")
+            + f"; report {report}"
+        )
+    n = len(config.partners)
+    print(f"{config_path}: OK ({n} partner{'' if n == 1 else 's'})")
     return 0
 
 

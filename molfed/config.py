@@ -10,6 +10,7 @@ same thing from any working directory.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,11 +22,14 @@ from molfed.errors import ConfigError
 
 ENCODER_NAMES = ("attentivefp", "gine")
 STRATEGY_NAMES = ("fedavg",)
+_MAX_ERRORS = 5  # validation problems shown in one ConfigError
+_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # config keys shown as they are; others (e.g. with newlines) as repr
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN passes every ``ge``/``le`` bound and the fraction checks (comparisons are False).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TaskSpec(_Model):
@@ -164,7 +168,7 @@ class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
     name: str = Field("federation", description="Run name shown in MLflow and Prefect.")
-    seed: int = Field(0, ge=0, description="Seed for splits, initial weights and data order.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for splits, initial weights and data order.")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto picks CUDA when available.")
     mode: Literal["local", "sites"] = Field(
         "local",
@@ -194,6 +198,7 @@ class RunConfig(_Model):
                     f"partner {partner.name!r}: label_columns names unknown task(s) {unknown}; "
                     f"tasks are {sorted(task_names)}"
                 )
+            _check_columns(partner, [t.name for t in self.tasks])
         for partner in self.partners:
             if self.mode == "local" and partner.path is None:
                 raise ValueError(f"partner {partner.name!r}: path is required in local mode")
@@ -216,6 +221,20 @@ class RunConfig(_Model):
 
     def workspace_for(self, partner: PartnerConfig) -> Path:
         return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
+
+
+def _check_columns(partner: PartnerConfig, tasks: Sequence[str]) -> None:
+    """Each task reads its own column, and none reads the SMILES column."""
+    readers: dict[str, str] = {}
+    for task in tasks:
+        column = partner.column_for(task)
+        if column == partner.smiles_column:
+            raise ValueError(f"partner {partner.name!r}: task {task!r} reads the SMILES column {column!r}")
+        if column in readers:
+            raise ValueError(
+                f"partner {partner.name!r}: tasks {readers[column]!r} and {task!r} both read column {column!r}"
+            )
+        readers[column] = task
 
 
 def _no_duplicates(names: Sequence[str], what: str) -> None:
@@ -244,7 +263,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             node = _child(node, part, key)
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = text
         last = parts[-1]
         if isinstance(node, list):
@@ -278,6 +297,8 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     ConfigError
         One line per problem, each naming the config key, e.g. ``demo.yaml: train.epochs: ... (got -1)``.
     """
+    if raw is None:
+        raise ConfigError(f"{source}: the config is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -297,17 +318,41 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         )
         for p in config.partners
     ]
+    _no_shared_workspace(partners, source)
     return config.model_copy(update={"partners": partners})
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(p if isinstance(p, str) and _KEY.fullmatch(p) else _short(p) for p in err["loc"]) or "<root>"
         msg = err["msg"].removeprefix("Value error, ")
-        got = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r})"
+        got = "" if err["type"] in ("missing", "value_error") else f" (got {_short(err.get('input'))})"
         lines.append(f"{source}: {loc}: {msg}{got}")
-    return "; ".join(lines)
+    more = f"; ... and {len(lines) - _MAX_ERRORS} more" if len(lines) > _MAX_ERRORS else ""
+    return "; ".join(lines[:_MAX_ERRORS]) + more
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without building a huge repr (YAML aliases can nest deeply)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_shared_workspace(partners: Sequence[PartnerConfig], source: str) -> None:
+    """Partners' workspaces must differ: each rewrites its own ``rejects.csv`` there."""
+    owner: dict[Path | None, str] = {}
+    for i, partner in enumerate(partners):
+        if partner.workspace in owner:
+            raise ConfigError(
+                f"{source}: partners.{i}.workspace: partners {owner[partner.workspace]!r} and {partner.name!r} "
+                "share a workspace; give each partner its own"
+            )
+        owner[partner.workspace] = partner.name
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:
@@ -342,6 +387,10 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}{where}: {problem}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
 
 
 class SiteConfig(_Model):

@@ -15,6 +15,21 @@ Failure categories returned by :func:`parse_smiles` (a fixed set, safe to log):
     an aromatic ring that cannot be kekulized).
 ``empty_molecule``
     The text parses to a molecule with no atoms.
+``too_large``
+    More than :data:`MAX_SMILES_LENGTH` characters or :data:`MAX_HEAVY_ATOMS` heavy
+    atoms. Checked before sanitization: RDKit's ring perception and canonical SMILES
+    grow super-linearly and, for a 20,000-atom chain, ``MolToSmiles`` crashes the
+    process (stack overflow); a 100,000-membered ring exhausted memory in
+    sanitization. Drug-like molecules have fewer than 100 heavy atoms; large
+    peptides and macrocycles stay well below the limit.
+``wildcard_atom``
+    A dummy atom (``*``, ``[*:1]``, an SDF ``R#``/query atom): a polymer repeat unit,
+    an R-group or an attachment point, not a defined compound.
+
+SMILES with whitespace inside (``"CC O"``) are ``unparsable_smiles``: RDKit would
+read only the text before the space (the rest becomes the molecule's name) and
+silently return another molecule. A CXSMILES extension (``"CCO |$;;$|"``) is the
+one exception.
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 __all__ = [
+    "MAX_HEAVY_ATOMS",
+    "MAX_SMILES_LENGTH",
     "PARSE_REASONS",
     "StandardizeOptions",
     "parse_smiles",
@@ -38,7 +55,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PARSE_REASONS: Final = ("empty_smiles", "unparsable_smiles", "unsanitizable_smiles", "empty_molecule")
+PARSE_REASONS: Final = (
+    "empty_smiles",
+    "unparsable_smiles",
+    "unsanitizable_smiles",
+    "empty_molecule",
+    "too_large",
+    "wildcard_atom",
+)
+MAX_SMILES_LENGTH: Final = 10_000
+"""Longest SMILES text parsed (characters, after stripping surrounding whitespace)."""
+MAX_HEAVY_ATOMS: Final = 1_000
+"""Most heavy (non-hydrogen) atoms a molecule may have."""
 _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s?")
 
 
@@ -78,6 +106,9 @@ def sanitize_reason(mol: Chem.Mol | None) -> str | None:
         return "unparsable_smiles"
     if mol.GetNumAtoms() == 0:
         return "empty_molecule"
+    reason = _structure_reason(mol)
+    if reason is not None:
+        return reason
     try:
         Chem.SanitizeMol(mol)
     except (Chem.rdchem.MolSanitizeException, RuntimeError, ValueError):
@@ -102,6 +133,10 @@ def parse_smiles(smiles: str) -> tuple[Chem.Mol | None, str | None]:
     text = smiles.strip() if isinstance(smiles, str) else ""
     if not text:
         return None, "empty_smiles"
+    if len(text) > MAX_SMILES_LENGTH:
+        return None, "too_large"
+    if _inner_whitespace(text):
+        return None, "unparsable_smiles"
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(text, sanitize=False)
         reason = sanitize_reason(mol)
@@ -127,15 +162,44 @@ def reason_detail(smiles: str) -> str:
         empty string when RDKit had nothing to say.
     """
     text = smiles.strip() if isinstance(smiles, str) else ""
+    if len(text) > MAX_SMILES_LENGTH:
+        return f"SMILES has {len(text)} characters; the limit is {MAX_SMILES_LENGTH}"
+    if _inner_whitespace(text):
+        return "SMILES contains whitespace; RDKit would ignore the text after it"
+    message = ""
     with rdBase.CaptureErrorLog() as capture:
         mol = Chem.MolFromSmiles(text, sanitize=False)
+        reason = _structure_reason(mol) if mol is not None else None
+        if reason is not None:
+            return REASON_TEXT[reason]
         if mol is not None:
             try:
                 Chem.SanitizeMol(mol)
             except (Chem.rdchem.MolSanitizeException, RuntimeError, ValueError) as exc:
-                if not capture.messages:
-                    return str(exc)
-    return clean_log_text(capture.messages)
+                message = str(exc)
+    return clean_log_text(capture.messages) or message
+
+
+REASON_TEXT: Final = {
+    "too_large": f"more than {MAX_HEAVY_ATOMS} heavy atoms",
+    "wildcard_atom": "contains a wildcard/dummy atom (*, R-group, attachment point)",
+}
+"""Explanations of molfed's own reasons, where RDKit has nothing to say (for rejects files)."""
+
+
+def _structure_reason(mol: Chem.Mol) -> str | None:
+    """``too_large`` or ``wildcard_atom`` for an unsanitized molecule (cheap: before any ring perception)."""
+    if mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
+        return "too_large"
+    if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
+        return "wildcard_atom"
+    return None
+
+
+def _inner_whitespace(text: str) -> bool:
+    """Whitespace inside stripped SMILES text, other than before a CXSMILES extension."""
+    _, *rest = text.split(maxsplit=1)
+    return bool(rest) and not rest[0].startswith("|")
 
 
 def clean_log_text(messages: str) -> str:

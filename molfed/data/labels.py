@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ __all__ = ["Candidate", "DuplicateReject", "parse_label", "resolve_duplicates"]
 _TRUE = frozenset({"1", "1.0", "true"})
 _FALSE = frozenset({"0", "0.0", "false"})
 _NAN = float("nan")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # (row, reason, column, detail), turned into ``Reject`` by the caller.
 DuplicateReject = tuple[int, str, str, str]
@@ -58,7 +60,8 @@ def parse_label(cell: object, task_type: str) -> tuple[float, str | None]:
         Text (CSV/TSV/SDF) or a scalar (Parquet). Empty text, ``None`` and a Parquet
         null (NaN, ``pd.NA``) mean "missing".
     task_type
-        ``"regression"``: any finite float. ``"classification"``: 0 or 1, also
+        ``"regression"``: any float that is finite as float32 (|x| < 3.4e38; larger
+        values are ``non_finite_label``). ``"classification"``: 0 or 1, also
         ``"0.0"``, ``"1.0"``, ``"true"``, ``"false"`` (case-insensitive).
 
     Returns
@@ -82,13 +85,17 @@ def parse_label(cell: object, task_type: str) -> tuple[float, str | None]:
             return _NAN, "non_numeric_label"
     elif cell is None or cell is pd.NA:
         return _NAN, None
+    elif isinstance(cell, Decimal):  # a Parquet decimal column (e.g. exported from a database)
+        if not cell.is_finite():
+            return _NAN, "non_finite_label"
+        value = float(cell)
     elif isinstance(cell, bool | np.bool_ | int | float | np.integer | np.floating):
         value = float(cell)
         if math.isnan(value):  # a Parquet null in a float column
             return _NAN, None
     else:
         return _NAN, "non_numeric_label"
-    if not math.isfinite(value):
+    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:  # labels are stored as float32
         return _NAN, "non_finite_label"
     if task_type == "classification" and value not in (0.0, 1.0):
         return _NAN, "invalid_class_label"

@@ -10,10 +10,14 @@ Row numbers follow :mod:`molfed.errors`: CSV/TSV line number (header = line 1, s
 first data row is row 2; blank lines are skipped but counted), SDF record number,
 Parquet 1-based row index.
 
-Reject reasons: ``empty_smiles``, ``unparsable_smiles``, ``unsanitizable_smiles``,
-``empty_molecule``, ``unparsable_molecule_block`` (SDF), ``missing_label`` (all labels
-of the row empty), ``non_numeric_label``, ``non_finite_label``, ``invalid_class_label``
-(classification label not 0/1), ``conflicting_duplicate``, ``duplicate``.
+Reject reasons: ``empty_smiles``, ``unparsable_smiles`` (also a SMILES with whitespace
+inside), ``unsanitizable_smiles``, ``empty_molecule``, ``too_large`` (over
+:data:`~molfed.chem.standardize.MAX_HEAVY_ATOMS` heavy atoms or
+:data:`~molfed.chem.standardize.MAX_SMILES_LENGTH` characters), ``wildcard_atom`` (``*``,
+R-groups), ``unparsable_molecule_block`` (SDF), ``missing_label`` (all labels of the row
+empty), ``non_numeric_label``, ``non_finite_label`` (also beyond float32's range),
+``invalid_class_label`` (classification label not 0/1), ``conflicting_duplicate``,
+``duplicate``. See ``tests/badinput/README.md`` for a case of each.
 """
 
 from __future__ import annotations
@@ -268,7 +272,7 @@ def _process(
     return Candidate(record.row, std, Chem.MolToSmiles(std), Chem.MolToInchiKey(std), tuple(labels))
 
 
-def write_rejects(rejects: Sequence[Reject], path: Path) -> Path:
+def write_rejects(rejects: Sequence[Reject], path: Path, *, partner: str | None = None) -> Path:
     """Write rejects as CSV ``row,column,reason,detail`` (header only when there are none).
 
     The file holds partner data (details carry SMILES): keep it in the partner's
@@ -278,11 +282,22 @@ def write_rejects(rejects: Sequence[Reject], path: Path) -> Path:
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be written (e.g. the workspace is a file); ``partner``
+        prefixes the message.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("row", "column", "reason", "detail"))
-        writer.writerows((r.row, r.column, r.reason, r.detail) for r in rejects)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(("row", "column", "reason", "detail"))
+            writer.writerows((r.row, r.column, r.reason, r.detail) for r in rejects)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the rejects report ({type(exc).__name__})", path=str(target), partner=partner
+        ) from None
     return target

@@ -12,6 +12,7 @@ import csv
 import gzip
 import hashlib
 import io
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Final, TypedDict
 import pandas as pd
 from rdkit import Chem, rdBase
 
-from molfed.chem.standardize import clean_log_text, parse_smiles, sanitize_reason
+from molfed.chem.standardize import REASON_TEXT, clean_log_text, parse_smiles, sanitize_reason
 from molfed.errors import InputError
 
 __all__ = ["SUPPORTED_SUFFIXES", "STRUCTURE_COLUMN_SDF", "Record", "read_records", "suffix_of"]
@@ -29,6 +30,8 @@ __all__ = ["SUPPORTED_SUFFIXES", "STRUCTURE_COLUMN_SDF", "Record", "read_records
 SUPPORTED_SUFFIXES: Final = (".csv", ".csv.gz", ".tsv", ".sdf", ".parquet")
 STRUCTURE_COLUMN_SDF: Final = "molblock"
 _HIDDEN = "<hidden: looks like data>"
+_DELIMITERS = (",", ";", "\t", "|")
+_SPLIT_CELLS = re.compile(r"[,;\t|]")
 
 
 class _Where(TypedDict):
@@ -129,7 +132,9 @@ def _decode(data: bytes, where: _Where, *, sdf: bool) -> str:
         raise InputError("file is not valid UTF-8 text; save it as UTF-8", row=row, **where) from None
 
 
-def _column_index(names: Sequence[str], column: str, where: _Where, kind: str = "columns") -> int:
+def _column_index(
+    names: Sequence[str], column: str, where: _Where, kind: str = "columns", delimiter: str | None = None
+) -> int:
     hits = [i for i, name in enumerate(names) if name == column]
     if len(hits) == 1:
         return hits[0]
@@ -137,16 +142,24 @@ def _column_index(names: Sequence[str], column: str, where: _Where, kind: str = 
         raise InputError(f"column appears {len(hits)} times", column=column, **where)
     shown = [_HIDDEN if _looks_like_data(n) else n for n in names]
     hint = " (is the header row missing?)" if _HIDDEN in shown else ""
+    if delimiter is not None and len(names) == 1:
+        other = next((d for d in _DELIMITERS if d != delimiter and d in names[0]), None)
+        if other is not None:
+            hint += f" (is the delimiter {other!r}? expected {delimiter!r})"
     raise InputError(f"column not found; {kind} are {shown}{hint}", column=column, **where)
 
 
 def _looks_like_data(name: str) -> bool:
-    """True for a header cell that is a number or a molecule, i.e. probably a data row."""
+    """True for a header cell that is, or holds (in a wrongly delimited file), a number or a molecule."""
+    return any(_is_value(part.strip()) for part in [name, *_SPLIT_CELLS.split(name)] if part.strip())
+
+
+def _is_value(text: str) -> bool:
     try:
-        float(name)
+        float(text)
         return True
     except ValueError:
-        mol, _ = parse_smiles(name)
+        mol, _ = parse_smiles(text)
         return mol is not None and mol.GetNumAtoms() > 1
 
 
@@ -155,23 +168,29 @@ def _read_delimited(
 ) -> list[Record]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records: list[Record] = []
+    previous = 0
     try:
         header = next((cells for cells in reader if any(c.strip() for c in cells)), None)
         if header is None:
             raise InputError("file is empty", **where)
         names = [name.strip() for name in header]
-        i_smiles = _column_index(names, smiles_column, where)
-        i_labels = [_column_index(names, column, where) for column in label_columns]
+        i_smiles = _column_index(names, smiles_column, where, delimiter=delimiter)
+        i_labels = [_column_index(names, column, where, delimiter=delimiter) for column in label_columns]
         previous = reader.line_num
         for cells in reader:
             row, previous = previous + 1, reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue  # blank line
             if len(cells) != len(names):
-                raise InputError(f"expected {len(names)} fields, found {len(cells)}", row=row, **where)
+                spans = " (a quoted field spans lines: unclosed quote?)" if any("\n" in c for c in cells) else ""
+                raise InputError(f"expected {len(names)} fields, found {len(cells)}{spans}", row=row, **where)
             records.append(Record(row, cells[i_smiles], tuple(cells[i] for i in i_labels)))
-    except csv.Error:
-        raise InputError("malformed CSV (check quoting)", row=reader.line_num, **where) from None
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # also what an unclosed quote early in a big file runs into
+            message = f"a field is longer than {csv.field_size_limit()} characters (check quoting)"
+        else:
+            message = "malformed CSV (check quoting)"
+        raise InputError(message, row=previous + 1, **where) from None
     return records
 
 
@@ -190,7 +209,8 @@ def _read_sdf(data: bytes, label_columns: Sequence[str], where: _Where) -> list[
                 _assign_stereo(mol)
         row = len(records) + 1
         if mol is None or reason is not None:
-            records.append(Record(row, None, (), reason or "", clean_log_text(capture.messages)))
+            detail = clean_log_text(capture.messages) or REASON_TEXT.get(reason or "", "")
+            records.append(Record(row, None, (), reason or "", detail))
             continue
         names = set(mol.GetPropNames())
         properties |= names
@@ -229,6 +249,8 @@ def _read_parquet(data: bytes, smiles_column: str, label_columns: Sequence[str],
 def _text(value: object) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes):  # a binary column; undecodable bytes make an unparsable SMILES
+        return value.decode("utf-8", errors="replace")
     if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return ""
     return str(value)
