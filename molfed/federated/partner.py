@@ -21,10 +21,19 @@ from torch_geometric.data import Data
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.split import split_by_scaffold
-from molfed.federated.types import Update, Weights
-from molfed.federated.weights import get_weights, set_weights
+from molfed.federated.partner_state import load_state, save_state
+from molfed.federated.types import (
+    LOSS_BEFORE,
+    PROXIMAL_MU,
+    REPORT_LOSS_BEFORE,
+    SCAFFOLD_C,
+    SCAFFOLD_DELTA_C,
+    Update,
+    Weights,
+)
+from molfed.federated.weights import check_compatible, get_weights, set_weights
 from molfed.models.model import ModelSpec, MoleculeModel, build_model
-from molfed.train.local import evaluate, label_moments, train_local
+from molfed.train.local import evaluate, full_gradient, label_moments, train_local
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,9 @@ class PartnerData:
     name: str
     splits: dict[str, tuple[Data, ...]]
     summary: PartnerSummary
+    workspace: Path | None = None
+    """Partner-private directory; strategy state that must persist between rounds (SCAFFOLD's ``c_i``) lives
+    under ``<workspace>/federation_state/``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +138,7 @@ def prepare_partner(
         reject_counts=fl.reject_counts,
         cache_hit=fl.cache_hit,
     )
-    data = PartnerData(name=name, splits=parts, summary=summary)
+    data = PartnerData(name=name, splits=parts, summary=summary, workspace=Path(workspace))
     with _LOCK:
         _PREPARED[key] = data
     log.info("partner %s: %d molecules (%d rejected)", name, summary.n_molecules, sum(fl.reject_counts.values()))
@@ -164,6 +176,12 @@ def materialize(
     return model.to(resolve_device(device))
 
 
+FIT_OPTIONS = (PROXIMAL_MU, REPORT_LOSS_BEFORE)
+"""``fit_options`` keys :func:`local_update` understands."""
+FIT_TENSORS = (SCAFFOLD_C,)
+"""``fit_tensors`` keys :func:`local_update` understands."""
+
+
 def local_update(
     data: PartnerData,
     *,
@@ -174,26 +192,101 @@ def local_update(
     seed: int,
     proximal_mu: float = 0.0,
     device: str = "cpu",
+    fit_options: Mapping[str, float] | None = None,
+    fit_tensors: Mapping[str, Weights] | None = None,
+    server_round: int = 0,
+    state_key: str = "default",
+    workspace: Path | None = None,
 ) -> Update:
-    """Train the global model on this partner's training split; return only the new weights and counts."""
+    """Train the global model on this partner's training split; return only the new weights and aggregates.
+
+    Parameters
+    ----------
+    fit_options:
+        The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_options`: ``proximal_mu`` (FedProx;
+        overrides the ``proximal_mu`` argument), ``report_loss_before`` (q-FedAvg: 1.0 adds
+        ``metrics["loss_before"]``, the received model's loss on the training split).
+    fit_tensors:
+        The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_tensors`: ``scaffold_c`` (SCAFFOLD's
+        server control variate). The partner then loads its own ``c_i`` from its workspace, adds ``c - c_i`` to
+        every local gradient, sets ``c_i+`` to the full training-split gradient at the received weights (option I
+        of Karimireddy et al., which stays in gradient units with any local optimizer), saves it and returns
+        ``extras["scaffold_delta_c"] = c_i+ - c_i``.
+    server_round, state_key:
+        Identify the round and the federation for partner-side state (see :mod:`molfed.federated.partner_state`):
+        pass the round number and a key unique to the federation, e.g. its tracking run id.
+    workspace:
+        Where partner-side state lives; default ``data.workspace``.
+
+    Raises
+    ------
+    ValueError
+        If an option or tensor set is unknown, a tensor set does not match ``weights``, or SCAFFOLD state is asked
+        for without a workspace.
+    """
+    options, tensors = dict(fit_options or {}), dict(fit_tensors or {})
+    unknown = sorted(set(options) - set(FIT_OPTIONS)) + sorted(set(tensors) - set(FIT_TENSORS))
+    if unknown:
+        raise ValueError(f"local_update: unknown fit option(s) {unknown}; known: {[*FIT_OPTIONS, *FIT_TENSORS]}")
     model = materialize(spec, weights, scaling, device)
+    train = data.splits["train"]
+    metrics: dict[str, float] = {}
+    if options.get(REPORT_LOSS_BEFORE):
+        metrics[LOSS_BEFORE] = evaluate(model, train, batch_size=max(settings.batch_size, 256)).get("loss", 0.0)
+    correction, scaffold = None, None
+    if SCAFFOLD_C in tensors:
+        scaffold = _scaffold_start(
+            data, model, weights, tensors[SCAFFOLD_C], settings, server_round, state_key, workspace
+        )
+        c, c_i = scaffold[1], scaffold[2]
+        correction = {n: torch.from_numpy(c[n] - c_i[n]) for n in c}
     result = train_local(
         model,
-        data.splits["train"],
+        train,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         optimizer=settings.optimizer,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         seed=seed,
-        proximal_mu=proximal_mu,
+        proximal_mu=float(options.get(PROXIMAL_MU, proximal_mu)),
+        grad_correction=correction,
     )
+    extras: dict[str, Weights] = {}
+    if scaffold is not None:
+        where, _, c_i, new_c_i = scaffold
+        save_state(where, state_key, "scaffold_c_i", server_round, new_c_i, c_i)
+        extras[SCAFFOLD_DELTA_C] = {n: new_c_i[n] - c_i[n] for n in new_c_i}
     return Update(
         partner=data.name,
         weights=get_weights(model),
         n_samples=result.n_samples,
-        metrics={"train_loss": result.loss},
+        metrics={"train_loss": result.loss, **metrics},
+        extras=extras,
     )
+
+
+def _scaffold_start(
+    data: PartnerData,
+    model: MoleculeModel,
+    weights: Weights,
+    control: Weights,
+    settings: TrainSettings,
+    server_round: int,
+    state_key: str,
+    workspace: Path | None,
+) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Workspace, ``c``, this partner's ``c_i`` and ``c_i+`` (the gradient at the received weights)."""
+    where = workspace if workspace is not None else data.workspace
+    if where is None:
+        raise ValueError(f"local_update: SCAFFOLD keeps partner state, but partner {data.name} has no workspace")
+    problem = check_compatible(weights, control)
+    if problem is not None:
+        raise ValueError(f"local_update: fit tensors {SCAFFOLD_C!r}: {problem}")
+    c = {n: np.asarray(control[n], np.float32) for n in weights}
+    c_i = load_state(Path(where), state_key, "scaffold_c_i", server_round, weights)
+    gradient = full_gradient(model, data.splits["train"], batch_size=max(settings.batch_size, 256))
+    return Path(where), c, c_i, {n: gradient[n] for n in weights}
 
 
 def evaluate_partner(
