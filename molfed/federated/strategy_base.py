@@ -13,6 +13,7 @@ numpy arrays and scalars only, so a resume can checkpoint it). Per round the coo
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -119,7 +120,7 @@ class Strategy:
             )
         self.options: dict[str, float] = dict(self.defaults)
         for key, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"strategy {self.name!r}: option {key!r}: got {value!r}, expected a finite number")
             self.options[key] = float(value)
         self.check_options()
