@@ -21,7 +21,7 @@ from torch_geometric.data import Data
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.split import split_by_scaffold
-from molfed.federated.partner_state import load_state, save_state
+from molfed.federated.scaffold import start_control_step
 from molfed.federated.types import (
     LOSS_BEFORE,
     PROXIMAL_MU,
@@ -31,9 +31,9 @@ from molfed.federated.types import (
     Update,
     Weights,
 )
-from molfed.federated.weights import check_compatible, get_weights, set_weights
+from molfed.federated.weights import get_weights, set_weights
 from molfed.models.model import ModelSpec, MoleculeModel, build_model
-from molfed.train.local import evaluate, full_gradient, label_moments, train_local
+from molfed.train.local import evaluate, label_moments, train_local
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,7 @@ def local_update(
         ``metrics["loss_before"]``, the received model's loss on the training split).
     fit_tensors:
         The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_tensors`: ``scaffold_c`` (SCAFFOLD's
-        server control variate). The partner then loads its own ``c_i`` from its workspace, adds ``c - c_i`` to
-        every local gradient, sets ``c_i+`` to the full training-split gradient at the received weights (option I
-        of Karimireddy et al., which stays in gradient units with any local optimizer), saves it and returns
-        ``extras["scaffold_delta_c"] = c_i+ - c_i``.
+        server control variate): see :mod:`molfed.federated.scaffold`; returns ``extras["scaffold_delta_c"]``.
     server_round, state_key:
         Identify the round and the federation for partner-side state (see :mod:`molfed.federated.partner_state`):
         pass the round number and a key unique to the federation, e.g. its tracking run id.
@@ -233,13 +230,21 @@ def local_update(
     metrics: dict[str, float] = {}
     if options.get(REPORT_LOSS_BEFORE):
         metrics[LOSS_BEFORE] = evaluate(model, train, batch_size=max(settings.batch_size, 256)).get("loss", 0.0)
-    correction, scaffold = None, None
+    scaffold = None
     if SCAFFOLD_C in tensors:
-        scaffold = _scaffold_start(
-            data, model, weights, tensors[SCAFFOLD_C], settings, server_round, state_key, workspace
-        )
-        c, c_i = scaffold[1], scaffold[2]
-        correction = {n: torch.from_numpy(c[n] - c_i[n]) for n in c}
+        try:
+            scaffold = start_control_step(
+                model,
+                train,
+                weights=weights,
+                control=tensors[SCAFFOLD_C],
+                workspace=workspace if workspace is not None else data.workspace,
+                state_key=state_key,
+                server_round=server_round,
+                batch_size=max(settings.batch_size, 256),
+            )
+        except ValueError as exc:
+            raise ValueError(f"local_update: partner {data.name}: {exc}") from None
     result = train_local(
         model,
         train,
@@ -250,13 +255,11 @@ def local_update(
         weight_decay=settings.weight_decay,
         seed=seed,
         proximal_mu=float(options.get(PROXIMAL_MU, proximal_mu)),
-        grad_correction=correction,
+        grad_correction=scaffold.correction() if scaffold is not None else None,
     )
     extras: dict[str, Weights] = {}
     if scaffold is not None:
-        where, _, c_i, new_c_i = scaffold
-        save_state(where, state_key, "scaffold_c_i", server_round, new_c_i, c_i)
-        extras[SCAFFOLD_DELTA_C] = {n: new_c_i[n] - c_i[n] for n in new_c_i}
+        extras[SCAFFOLD_DELTA_C] = scaffold.finish(state_key, server_round)
     return Update(
         partner=data.name,
         weights=get_weights(model),
@@ -264,29 +267,6 @@ def local_update(
         metrics={"train_loss": result.loss, **metrics},
         extras=extras,
     )
-
-
-def _scaffold_start(
-    data: PartnerData,
-    model: MoleculeModel,
-    weights: Weights,
-    control: Weights,
-    settings: TrainSettings,
-    server_round: int,
-    state_key: str,
-    workspace: Path | None,
-) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Workspace, ``c``, this partner's ``c_i`` and ``c_i+`` (the gradient at the received weights)."""
-    where = workspace if workspace is not None else data.workspace
-    if where is None:
-        raise ValueError(f"local_update: SCAFFOLD keeps partner state, but partner {data.name} has no workspace")
-    problem = check_compatible(weights, control)
-    if problem is not None:
-        raise ValueError(f"local_update: fit tensors {SCAFFOLD_C!r}: {problem}")
-    c = {n: np.asarray(control[n], np.float32) for n in weights}
-    c_i = load_state(Path(where), state_key, "scaffold_c_i", server_round, weights)
-    gradient = full_gradient(model, data.splits["train"], batch_size=max(settings.batch_size, 256))
-    return Path(where), c, c_i, {n: gradient[n] for n in weights}
 
 
 def evaluate_partner(

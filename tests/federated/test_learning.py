@@ -10,6 +10,7 @@ from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import initial_weights, model_spec
 from molfed.federated.partner_state import state_path
+from molfed.federated.scaffold import STATE_NAME
 from molfed.federated.simulation import simulate
 from molfed.federated.strategies import STRATEGIES, build_strategy
 
@@ -98,4 +99,4 @@ def test_every_strategy_runs_two_rounds_in_the_bare_loop(small_partners, name):
     if name in MUST_LEARN:
         assert np.mean(list(after.values())) < np.mean(list(before.values()))
     if name == "scaffold":  # each partner kept its control variate in its own workspace
-        assert all(state_path(d.workspace, "simulation", "scaffold_c_i").exists() for d in partners)
+        assert all(state_path(d.workspace, "simulation", STATE_NAME).exists() for d in partners)

@@ -10,6 +10,7 @@ from molfed.chem.featurize import mol_to_graph
 from molfed.federated import partner as p
 from molfed.federated.coordinator import initial_weights, model_spec
 from molfed.federated.partner_state import load_state, save_state, state_path
+from molfed.federated.scaffold import STATE_NAME
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import LOSS_BEFORE, SCAFFOLD_C, SCAFFOLD_DELTA_C
 from molfed.federated.weights import get_weights
@@ -128,7 +129,7 @@ def test_scaffold_local_update_keeps_c_i_in_the_workspace(tmp_path):
     gradient = full_gradient(p.materialize(SPEC, weights, SCALING), data.splits["train"])
     for k in weights:
         np.testing.assert_allclose(first.extras[SCAFFOLD_DELTA_C][k], gradient[k], rtol=1e-5, atol=1e-7)
-    assert state_path(tmp_path / "ws", "run-1", "scaffold_c_i").exists()
+    assert state_path(tmp_path / "ws", "run-1", STATE_NAME).exists()
     assert plain.extras == {}
 
     new = strategy.run_round(1, weights, [first]).weights
@@ -143,12 +144,14 @@ def test_scaffold_local_update_keeps_c_i_in_the_workspace(tmp_path):
 def test_scaffold_without_a_workspace_or_with_wrong_shapes_is_an_error(tmp_path):
     weights = initial_weights(SPEC, 0)
     tensors = build_strategy("scaffold").fit_tensors(1, weights)
-    with pytest.raises(ValueError, match="SCAFFOLD keeps partner state, but partner a has no workspace"):
+    with pytest.raises(
+        ValueError, match="partner a: SCAFFOLD keeps partner state between rounds, but no workspace was given"
+    ):
         p.local_update(
             _partner(), spec=SPEC, weights=weights, scaling=SCALING, settings=SETTINGS, seed=0, fit_tensors=tensors
         )
     bad = {SCAFFOLD_C: {k: v[..., :1] for k, v in tensors[SCAFFOLD_C].items()}}
-    with pytest.raises(ValueError, match="fit tensors 'scaffold_c': tensor"):
+    with pytest.raises(ValueError, match="partner a: fit tensors 'scaffold_c': tensor"):
         p.local_update(
             _partner(),
             spec=SPEC,
