@@ -21,7 +21,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from molfed.errors import ConfigError
 
 ENCODER_NAMES = ("attentivefp", "gine")
-STRATEGY_NAMES = ("fedavg",)
+STRATEGY_NAMES = (
+    "fedadagrad",
+    "fedadam",
+    "fedavg",
+    "fedavgm",
+    "fedmedian",
+    "fedprox",
+    "fedtrimmedavg",
+    "fedyogi",
+    "krum",
+    "multikrum",
+    "qfedavg",
+    "scaffold",
+)
 _MAX_ERRORS = 5  # validation problems shown in one ConfigError
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # config keys shown as they are; others (e.g. with newlines) as repr
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -120,6 +133,11 @@ class TrainConfig(_Model):
 class FederationConfig(_Model):
     rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
     strategy: str = Field("fedavg", description=f"Aggregation strategy, one of {list(STRATEGY_NAMES)}.")
+    strategy_options: dict[str, float] = Field(
+        default_factory=dict,
+        description="Strategy hyperparameters by name, e.g. {proximal_mu: 0.01} for fedprox, {server_lr: 0.01} "
+        "for fedadam, {byzantine: 1} for krum; unknown names are rejected when the strategy is built.",
+    )
     min_partners: int | None = Field(
         None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
     )

@@ -52,7 +52,14 @@ def test_overrides_parse_values_as_yaml(tmp_path):
             "model: {encoder: gin}",
             "model.encoder: unknown encoder 'gin'; choose from ['attentivefp', 'gine']",
         ),
-        ("federation: {strategy: fedavgg}", "unknown strategy 'fedavgg'; choose from ['fedavg']"),
+        (
+            "federation: {strategy: fedavgg}",
+            "unknown strategy 'fedavgg'; choose from ['fedadagrad', 'fedadam', 'fedavg',",
+        ),
+        (
+            "federation: {strategy_options: {mu: high}}",
+            "federation.strategy_options.mu: Input should be a valid number",
+        ),
         ("trian: {epochs: 1}", "trian: Extra inputs are not permitted"),
         ("data: {split_fractions: [0.5, 0.5, 0.5]}", "expected three non-negative fractions summing to 1"),
         ("federation: {min_partners: 3}", "federation.min_partners: got 3, expected at most 2"),

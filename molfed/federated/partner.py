@@ -21,7 +21,16 @@ from torch_geometric.data import Data
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.split import split_by_scaffold
-from molfed.federated.types import Update, Weights
+from molfed.federated.scaffold import start_control_step
+from molfed.federated.types import (
+    LOSS_BEFORE,
+    PROXIMAL_MU,
+    REPORT_LOSS_BEFORE,
+    SCAFFOLD_C,
+    SCAFFOLD_DELTA_C,
+    Update,
+    Weights,
+)
 from molfed.federated.weights import get_weights, set_weights
 from molfed.models.model import ModelSpec, MoleculeModel, build_model
 from molfed.train.local import evaluate, label_moments, train_local
@@ -54,6 +63,9 @@ class PartnerData:
     name: str
     splits: dict[str, tuple[Data, ...]]
     summary: PartnerSummary
+    workspace: Path | None = None
+    """Partner-private directory; strategy state that must persist between rounds (SCAFFOLD's ``c_i``) lives
+    under ``<workspace>/federation_state/``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +138,7 @@ def prepare_partner(
         reject_counts=fl.reject_counts,
         cache_hit=fl.cache_hit,
     )
-    data = PartnerData(name=name, splits=parts, summary=summary)
+    data = PartnerData(name=name, splits=parts, summary=summary, workspace=Path(workspace))
     with _LOCK:
         _PREPARED[key] = data
     log.info("partner %s: %d molecules (%d rejected)", name, summary.n_molecules, sum(fl.reject_counts.values()))
@@ -164,6 +176,12 @@ def materialize(
     return model.to(resolve_device(device))
 
 
+FIT_OPTIONS = (PROXIMAL_MU, REPORT_LOSS_BEFORE)
+"""``fit_options`` keys :func:`local_update` understands."""
+FIT_TENSORS = (SCAFFOLD_C,)
+"""``fit_tensors`` keys :func:`local_update` understands."""
+
+
 def local_update(
     data: PartnerData,
     *,
@@ -174,25 +192,80 @@ def local_update(
     seed: int,
     proximal_mu: float = 0.0,
     device: str = "cpu",
+    fit_options: Mapping[str, float] | None = None,
+    fit_tensors: Mapping[str, Weights] | None = None,
+    server_round: int = 0,
+    state_key: str = "default",
+    workspace: Path | None = None,
 ) -> Update:
-    """Train the global model on this partner's training split; return only the new weights and counts."""
+    """Train the global model on this partner's training split; return only the new weights and aggregates.
+
+    Parameters
+    ----------
+    fit_options:
+        The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_options`: ``proximal_mu`` (FedProx;
+        overrides the ``proximal_mu`` argument), ``report_loss_before`` (q-FedAvg: 1.0 adds
+        ``metrics["loss_before"]``, the received model's loss on the training split).
+    fit_tensors:
+        The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_tensors`: ``scaffold_c`` (SCAFFOLD's
+        server control variate): see :mod:`molfed.federated.scaffold`; returns ``extras["scaffold_delta_c"]``.
+    server_round, state_key:
+        Identify the round and the federation for partner-side state (see :mod:`molfed.federated.partner_state`):
+        pass the round number and a key unique to the federation, e.g. its tracking run id.
+    workspace:
+        Where partner-side state lives; default ``data.workspace``.
+
+    Raises
+    ------
+    ValueError
+        If an option or tensor set is unknown, a tensor set does not match ``weights``, or SCAFFOLD state is asked
+        for without a workspace.
+    """
+    options, tensors = dict(fit_options or {}), dict(fit_tensors or {})
+    unknown = sorted(set(options) - set(FIT_OPTIONS)) + sorted(set(tensors) - set(FIT_TENSORS))
+    if unknown:
+        raise ValueError(f"local_update: unknown fit option(s) {unknown}; known: {[*FIT_OPTIONS, *FIT_TENSORS]}")
     model = materialize(spec, weights, scaling, device)
+    train = data.splits["train"]
+    metrics: dict[str, float] = {}
+    if options.get(REPORT_LOSS_BEFORE):
+        metrics[LOSS_BEFORE] = evaluate(model, train, batch_size=max(settings.batch_size, 256)).get("loss", 0.0)
+    scaffold = None
+    if SCAFFOLD_C in tensors:
+        try:
+            scaffold = start_control_step(
+                model,
+                train,
+                weights=weights,
+                control=tensors[SCAFFOLD_C],
+                workspace=workspace if workspace is not None else data.workspace,
+                state_key=state_key,
+                server_round=server_round,
+                batch_size=max(settings.batch_size, 256),
+            )
+        except ValueError as exc:
+            raise ValueError(f"local_update: partner {data.name}: {exc}") from None
     result = train_local(
         model,
-        data.splits["train"],
+        train,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         optimizer=settings.optimizer,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         seed=seed,
-        proximal_mu=proximal_mu,
+        proximal_mu=float(options.get(PROXIMAL_MU, proximal_mu)),
+        grad_correction=scaffold.correction() if scaffold is not None else None,
     )
+    extras: dict[str, Weights] = {}
+    if scaffold is not None:
+        extras[SCAFFOLD_DELTA_C] = scaffold.finish(state_key, server_round)
     return Update(
         partner=data.name,
         weights=get_weights(model),
         n_samples=result.n_samples,
-        metrics={"train_loss": result.loss},
+        metrics={"train_loss": result.loss, **metrics},
+        extras=extras,
     )
 
 

@@ -33,13 +33,19 @@ def simulate(
     settings: p.TrainSettings,
     rounds: int,
     seed: int,
+    state_key: str = "simulation",
 ) -> SimulationResult:
-    """Run ``rounds`` of local training + aggregation + validation, sequentially, in this process."""
+    """Run ``rounds`` of local training + aggregation + validation, sequentially, in this process.
+
+    Every round passes the strategy's ``fit_options`` and ``fit_tensors``, the round number and ``state_key`` to
+    :func:`~molfed.federated.partner.local_update` exactly as the flow does, so every registered strategy runs here;
+    partner-side state (SCAFFOLD's ``c_i``) lives in each partner's ``workspace``.
+    """
     scaling = p.combine_moments([p.partner_label_moments(d) for d in partners], len(spec.task_names))
     weights = init_weights
     history = []
     for r in range(1, rounds + 1):
-        options = strategy.fit_options(r)
+        options, tensors = strategy.fit_options(r), strategy.fit_tensors(r, weights)
         updates = [
             p.local_update(
                 d,
@@ -48,7 +54,10 @@ def simulate(
                 scaling=scaling,
                 settings=settings,
                 seed=p.derive_seed(seed, "round", r, d.name),
-                proximal_mu=float(options.get("proximal_mu", 0.0)),
+                fit_options=options,
+                fit_tensors=tensors,
+                server_round=r,
+                state_key=state_key,
             )
             for d in partners
         ]

@@ -21,7 +21,11 @@ class Update:
     n_samples: int
     """Training molecules the update was computed on (FedAvg weight)."""
     metrics: Mapping[str, float] = field(default_factory=dict)
-    """Aggregate training metrics, e.g. ``{"train_loss": 0.41}``."""
+    """Aggregate training metrics, e.g. ``{"train_loss": 0.41}``; q-FedAvg also needs ``"loss_before"`` (the
+    received global model's loss on the training split, before local training)."""
+    extras: Mapping[str, Weights] = field(default_factory=dict)
+    """Further weight-shaped tensors a strategy asked for, by name (same names and shapes as ``weights``), e.g.
+    SCAFFOLD's control-variate delta ``{"scaffold_delta_c": ...}``; empty for FedAvg."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +38,16 @@ class Failure:
 
 class QuorumError(RuntimeError):
     """Fewer usable updates than the configured quorum."""
+
+
+# Names on the wire between a strategy and partners' local training (see ``molfed.federated.partner.local_update``).
+PROXIMAL_MU = "proximal_mu"
+"""``fit_options`` key: FedProx's proximal coefficient mu (float, 0 disables)."""
+REPORT_LOSS_BEFORE = "report_loss_before"
+"""``fit_options`` key: 1.0 asks partners for ``Update.metrics[LOSS_BEFORE]`` (q-FedAvg)."""
+LOSS_BEFORE = "loss_before"
+"""``Update.metrics`` key: the received global model's loss on the partner's training split, before training."""
+SCAFFOLD_C = "scaffold_c"
+"""``fit_tensors`` key: SCAFFOLD's server control variate ``c`` (weight-shaped)."""
+SCAFFOLD_DELTA_C = "scaffold_delta_c"
+"""``Update.extras`` key: the partner's control-variate change ``c_i+ - c_i`` (weight-shaped)."""

@@ -42,6 +42,7 @@ def train_local(
     weight_decay: float = 0.0,
     seed: int = 0,
     proximal_mu: float = 0.0,
+    grad_correction: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` passes over ``graphs``.
 
@@ -49,6 +50,10 @@ def train_local(
     ----------
     proximal_mu:
         FedProx term ``mu/2 * ||w - w_start||^2`` against the weights the model had on entry (0 disables it).
+        It shapes the gradients only: the reported ``loss`` is the data loss without it.
+    grad_correction:
+        Tensors by parameter name (same shapes) added to those parameters' gradients before every optimizer step:
+        SCAFFOLD's ``c - c_i``. Parameters not named are not corrected.
 
     Raises
     ------
@@ -62,6 +67,11 @@ def train_local(
     device = next(model.parameters()).device
     opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    corrections = [
+        (param, grad_correction[name].to(device=param.device, dtype=param.dtype))
+        for name, param in model.named_parameters()
+        if grad_correction is not None and name in grad_correction
+    ]
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(list(graphs), batch_size=batch_size, shuffle=True, generator=generator)
     model.train()
@@ -71,18 +81,49 @@ def train_local(
         for batch in loader:
             batch = batch.to(device)
             out = model.forward_batch(batch)
-            loss = masked_loss(out, model.scale_targets(batch.y), model.is_classification)
+            data_loss = masked_loss(out, model.scale_targets(batch.y), model.is_classification)
+            loss = data_loss
             if anchor is not None:
                 prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
                 loss = loss + 0.5 * proximal_mu * prox
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            for param, correction in corrections:
+                if param.grad is not None:
+                    param.grad.add_(correction)
             opt.step()
             steps += 1
-            total += float(loss.detach()) * batch.num_graphs
+            total += float(data_loss.detach()) * batch.num_graphs
             count += batch.num_graphs
         epoch_loss = total / max(count, 1)
     return TrainResult(n_samples=len(graphs), loss=epoch_loss, steps=steps)
+
+
+def full_gradient(model: MoleculeModel, graphs: Sequence[Data], *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Gradient of the mean masked loss over all ``graphs`` at the model's current weights, by parameter name
+    (float32, parameter shapes), in eval mode (no dropout); the weights are not changed. Batches are weighted by
+    their size.
+
+    Raises
+    ------
+    ValueError
+        If ``graphs`` is empty.
+    """
+    if not graphs:
+        raise ValueError("full_gradient: got 0 graphs, expected at least 1")
+    device = next(model.parameters()).device
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for batch in DataLoader(list(graphs), batch_size=batch_size, shuffle=False):
+        batch = batch.to(device)
+        loss = masked_loss(model.forward_batch(batch), model.scale_targets(batch.y), model.is_classification)
+        (loss * (batch.num_graphs / len(graphs))).backward()
+    grads = {
+        name: (p.grad.detach().cpu().numpy() if p.grad is not None else np.zeros(tuple(p.shape))).astype(np.float32)
+        for name, p in model.named_parameters()
+    }
+    model.zero_grad(set_to_none=True)
+    return grads
 
 
 @torch.no_grad()
