@@ -60,15 +60,22 @@ def main() -> None:
         r_pyg = _rate(pyg, smiles)
     print(f"molecules: {len(smiles)} (FreeSolv x {args.repeat}); best of 3; 1 process, 1 torch thread")
     print(f"{'bare Chem.MolFromSmiles':<42} {r_bare:>9.0f} mol/s  1.00x")
-    print(f"{'molfed parse_smiles + mol_to_graph':<42} {r_molfed:>9.0f} mol/s  {r_molfed / r_bare:.2f}x bare"
-          f"  {r_molfed / r_pyg:.2f}x PyG")
+    print(
+        f"{'molfed parse_smiles + mol_to_graph':<42} {r_molfed:>9.0f} mol/s  {r_molfed / r_bare:.2f}x bare"
+        f"  {r_molfed / r_pyg:.2f}x PyG"
+    )
     print(f"{'PyG from_smiles':<42} {r_pyg:>9.0f} mol/s  {r_pyg / r_bare:.2f}x bare")
 
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "lib.csv"
         lib.write_text("smiles,y\n" + "".join(f"{s},{i % 7}\n" for i, s in enumerate(dm.data.freesolv()["smiles"])))
-        opts = dict(smiles_column="smiles", label_columns=["y"], task_types=["regression"],
-                    standardize=StandardizeOptions(), duplicates="merge")
+        opts = dict(
+            smiles_column="smiles",
+            label_columns=["y"],
+            task_types=["regression"],
+            standardize=StandardizeOptions(),
+            duplicates="merge",
+        )
         start = time.perf_counter()
         cold = featurize_library(lib, Path(tmp) / "ws", **opts)
         t_cold = time.perf_counter() - start
@@ -78,8 +85,10 @@ def main() -> None:
         assert warm.cache_hit and not cold.cache_hit
     n = len(cold.graphs)
     print(f"{'library cold (parse+standardize+featurize)':<42} {n / t_cold:>9.0f} mol/s  ({t_cold:.2f} s)")
-    print(f"{'library warm (workspace cache hit)':<42} {n / t_warm:>9.0f} mol/s  ({t_warm * 1000:.0f} ms)"
-          f"  {t_cold / t_warm:.0f}x faster than cold")
+    print(
+        f"{'library warm (workspace cache hit)':<42} {n / t_warm:>9.0f} mol/s  ({t_warm * 1000:.0f} ms)"
+        f"  {t_cold / t_warm:.0f}x faster than cold"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 
 from molfed import plots, progress, reporting
 from molfed.config import RunConfig
+from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated.partner import combine_moments
 from molfed.federated.strategies import build_strategy
@@ -33,6 +34,10 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     names = [p.name for p in config.partners]
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(names)))  # partners train concurrently
+    try:  # before anything is started: an unknown strategy option is a config mistake
+        strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
+    except ValueError as exc:
+        raise ConfigError(f"federation.strategy_options: {exc}") from None
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     run_id = tracker.start_run(
         config.name, tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()}
@@ -68,7 +73,6 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         )
         init = weights = coord.initial_weights(spec, config.seed)
         pool.publish(spec, scaling, init)
-        strategy = build_strategy(config.federation.strategy)
         metric = coord.primary_metric(task_types)
         val_history: list[dict[str, dict[str, float]]] = []
         round_rows: list[dict[str, Any]] = []
@@ -81,7 +85,9 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
 
         progress.stage("rounds", config.federation.rounds)
         for r in range(1, config.federation.rounds + 1):
-            replies, failures = pool.round(r, spec, weights, scaling, strategy.fit_options(r))
+            replies, failures = pool.round(
+                r, spec, weights, scaling, strategy.fit_options(r), strategy.fit_tensors(r, weights), run_id
+            )
             for f in failures:
                 logger.warning("round %d: partner %s failed: %s", r, f.partner, f.reason)
             if r > 1:  # partners evaluated the previous round's global model before training on it

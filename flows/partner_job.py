@@ -36,6 +36,7 @@ class SiteJob(BaseModel):
     parity_task: int | None = None
     parity_edges: list[float] = []
     champion_uri: str | None = None
+    state_key: str = "default"
     local_only: bool = False
 
 
@@ -92,6 +93,8 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
                 settings=train_settings(config),
                 seed=p.derive_seed(config.seed, "round", job.server_round, site.name),
                 options=job.options,
+                server_round=job.server_round,
+                state_key=job.state_key,
                 evaluate_incoming=job.server_round > 1,
                 device=config.device,
             )

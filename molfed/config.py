@@ -225,6 +225,11 @@ class RunConfig(_Model):
                     f"partner {partner.name!r}: sites mode takes partner names only; the path and workspace belong "
                     "in the partner's own site config"
                 )
+        if self.mode == "sites" and self.federation.strategy == "scaffold":
+            raise ValueError(
+                "federation.strategy: 'scaffold' sends control variates to partners, which sites mode "
+                "does not carry yet; choose another strategy or local mode"
+            )
         if self.mode == "sites" and self.baselines.pooled:
             raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
         quorum = self.federation.min_partners

@@ -64,6 +64,8 @@ def partner_round(
     scaling: Mapping[str, Sequence[float]],
     server_round: int,
     options: Mapping[str, float],
+    tensors: Mapping[str, Weights],
+    state_key: str,
 ) -> jobs.RoundReply:
     return jobs.round_job(
         partner_data(config, name),
@@ -73,6 +75,9 @@ def partner_round(
         settings=train_settings(config),
         seed=p.derive_seed(config.seed, "round", server_round, name),
         options=options,
+        tensors=tensors,
+        server_round=server_round,
+        state_key=state_key,
         evaluate_incoming=server_round > 1,
         device=config.device,
     )
@@ -164,9 +169,14 @@ class LocalPartners:
         weights: Weights,
         scaling: Mapping[str, Sequence[float]],
         options: Mapping[str, float],
+        tensors: Mapping[str, Weights],
+        state_key: str,
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
         return gather(
-            {n: self._round.submit(self.config, n, spec, weights, scaling, server_round, options) for n in self.names}
+            {
+                n: self._round.submit(self.config, n, spec, weights, scaling, server_round, options, tensors, state_key)
+                for n in self.names
+            }
         )
 
     def finish(

@@ -119,8 +119,12 @@ class SitePartners:
         weights: Weights,
         scaling: Mapping[str, Sequence[float]],
         options: Mapping[str, float],
+        tensors: Mapping[str, Weights],
+        state_key: str,
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
-        replies, failures = self._dispatch("round", server_round, options=dict(options))
+        if tensors:  # config validation refuses such strategies in sites mode; this guards direct use
+            raise ValueError(f"strategy tensors {sorted(tensors)} cannot travel to sites yet")
+        replies, failures = self._dispatch("round", server_round, options=dict(options), state_key=state_key)
         out = {}
         for n, r in replies.items():
             update = Update(

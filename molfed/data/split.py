@@ -82,7 +82,9 @@ def split_by_scaffold(
 ) -> Split:
     """Deterministic balanced split of precomputed scaffold strings (chemprop's ``scaffold_balanced``).
 
-    Indices with equal scaffold form a group. Groups larger than half the validation
+    Indices with equal ring scaffold form a group; acyclic molecules (scaffold ``""``) share no ring system, so
+    each is a group of its own (one "acyclic" group of hundreds of molecules would otherwise land whole in one
+    part: half of FreeSolv is acyclic). Groups larger than half the validation
     or test size come first (in seeded-random order, as in chemprop), then the
     remaining groups in seeded-random order. Each group goes to train if it fits,
     else to validation if it fits, else to test. Finally, a part with a non-zero
@@ -93,7 +95,7 @@ def split_by_scaffold(
     Parameters
     ----------
     scaffolds
-        One scaffold string per molecule (``""`` for acyclic molecules, one group).
+        One scaffold string per molecule (``""`` for acyclic molecules, each its own group).
     fractions
         Target train/validation/test fractions: non-negative, summing to 1.
     seed
@@ -113,7 +115,7 @@ def split_by_scaffold(
     n = len(scaffolds)
     groups: dict[str, list[int]] = {}
     for idx, scaffold in enumerate(scaffolds):
-        groups.setdefault(scaffold, []).append(idx)
+        groups.setdefault(scaffold or f"acyclic:{idx}", []).append(idx)
     sizes = [f * n for f in fracs]
     is_big = [len(g) > sizes[1] / 2 or len(g) > sizes[2] / 2 for g in groups.values()]
     big = [g for g, b in zip(groups.values(), is_big, strict=True) if b]

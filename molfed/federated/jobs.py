@@ -59,9 +59,13 @@ def round_job(
     seed: int,
     options: Mapping[str, float],
     evaluate_incoming: bool,
+    tensors: Mapping[str, Weights] | None = None,
+    server_round: int = 0,
+    state_key: str = "default",
     device: str = "cpu",
 ) -> RoundReply:
-    """Optionally evaluate the incoming global model on the validation split, then train it locally."""
+    """Optionally evaluate the incoming global model on the validation split, then train it locally with the
+    strategy's options and tensors (partner-private strategy state lives under ``state_key`` in the workspace)."""
     incoming = {}
     if evaluate_incoming:
         incoming = p.evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, device=device)["val"]
@@ -72,8 +76,11 @@ def round_job(
         scaling=scaling,
         settings=settings,
         seed=seed,
-        proximal_mu=float(options.get("proximal_mu", 0.0)),
         device=device,
+        fit_options=options,
+        fit_tensors=tensors,
+        server_round=server_round,
+        state_key=state_key,
     )
     return RoundReply(update, incoming)
 

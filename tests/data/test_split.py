@@ -46,7 +46,7 @@ def test_parts_cover_everything_once_and_share_no_scaffold(seed):
     everything = np.concatenate(parts(split))
     assert sorted(everything.tolist()) == list(range(len(MOLS)))
     assert all(p.dtype == np.int64 for p in parts(split))
-    scaffold_sets = [{SCAFFOLDS[i] for i in p} for p in parts(split)]
+    scaffold_sets = [{SCAFFOLDS[i] for i in p} - {""} for p in parts(split)]  # acyclic molecules: no ring system
     assert not scaffold_sets[0] & scaffold_sets[1]
     assert not scaffold_sets[0] & scaffold_sets[2]
     assert not scaffold_sets[1] & scaffold_sets[2]
@@ -115,7 +115,17 @@ def test_degenerate_inputs_do_not_crash():
     assert all(len(p) == 0 and p.dtype == np.int64 for p in parts(empty))
     one = scaffold_split([Chem.MolFromSmiles("CCO")])
     assert one.train.tolist() == [0]
-    same = scaffold_split([Chem.MolFromSmiles(s) for s in ["CCO", "CCN", "CCC"]])  # one acyclic group
-    assert same.train.tolist() == [0, 1, 2]
+    same = scaffold_split([Chem.MolFromSmiles(s) for s in ["CCO", "CCN", "CCC"]])  # three acyclic singletons
+    assert sorted(np.concatenate(parts(same)).tolist()) == [0, 1, 2] and len(same.train) >= 1
     two = scaffold_split([Chem.MolFromSmiles(s) for s in ["CCO", "c1ccccc1"]])
     assert len(two.train) == 1 and len(two.val) + len(two.test) == 1
+
+
+def test_acyclic_molecules_are_spread_not_one_group():
+    # 60 acyclic molecules and one ring scaffold of 40: the acyclic ones must not land together in one part
+    scaffolds = [""] * 60 + ["c1ccccc1"] * 40
+    split = split_by_scaffold(scaffolds, fractions=(0.8, 0.1, 0.1), seed=0)
+    acyclic_per_part = [sum(1 for i in part if i < 60) for part in (split.train, split.val, split.test)]
+    assert acyclic_per_part[1] >= 5 and acyclic_per_part[2] >= 5 and acyclic_per_part[0] >= 30
+    ring_parts = [bool(set(range(60, 100)) & set(part.tolist())) for part in (split.train, split.val, split.test)]
+    assert sum(ring_parts) == 1  # the ring scaffold stays whole
