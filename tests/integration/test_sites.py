@@ -341,16 +341,25 @@ def test_partner_without_worker_times_out_and_the_quorum_decides(consortium):
     procs, env, coordinator = consortium["procs"], consortium["env"], consortium["coordinator"]
     procs.stop("worker-gamma")
     base = yaml.safe_load((coordinator / "sites.yaml").read_text())
-    base["federation"].update(rounds=1, round_timeout_s=20)
+    # long enough for a live worker to pick a job up (~20-45 s here), short enough for the test
+    base["federation"].update(rounds=1, round_timeout_s=120)
     base["baselines"]["local_only"] = False
-
-    below = json.loads(json.dumps(base))
-    below["federation"]["min_partners"] = 2
-    run = _trigger(env, coordinator, below)
-    assert run.stdout.startswith("FAILED"), run.stdout + run.stderr[-2000:]
-    assert "quorum is 2" in run.stdout and "no reply within 20 s" in run.stdout and "partner-gamma" in run.stdout
-
-    above = json.loads(json.dumps(base))
-    above["federation"]["min_partners"] = 1
-    run = _trigger(env, coordinator, above)
-    assert run.stdout.startswith("COMPLETED"), run.stdout + run.stderr[-2000:]
+    below = {**base, "name": "below-quorum", "federation": {**base["federation"], "min_partners": 2}}
+    above = {**base, "name": "above-quorum", "federation": {**base["federation"], "min_partners": 1}}
+    # both runs at once: each waits out the missing partner's timeout in parallel
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TRIGGER, json.dumps(cfg)],
+            env=env,
+            cwd=coordinator,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cfg in (below, above)
+    ]
+    (below_out, below_err), (above_out, above_err) = (r.communicate(timeout=1000) for r in runs)
+    assert below_out.startswith("FAILED"), below_out + below_err[-2000:]
+    assert "quorum is 2" in below_out and "gamma: no reply within 120 s" in below_out
+    assert "is the worker for pool 'partner-gamma' running?" in below_out
+    assert above_out.startswith("COMPLETED"), above_out + above_err[-2000:]
