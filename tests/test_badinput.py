@@ -146,7 +146,9 @@ CONFIGS: dict[str, Counts | Fails | tuple[Counts, ...]] = {
     "config_unknown_nested_key.yaml": Fails("train.epoch: Extra inputs are not permitted"),
     "config_negative_epochs.yaml": Fails("train.epochs: Input should be greater than or equal to 1 (got -1)"),
     "config_unknown_encoder.yaml": Fails("model.encoder: unknown encoder 'gin'; choose from ['attentivefp', 'gine']"),
-    "config_unknown_strategy.yaml": Fails("federation.strategy: unknown strategy 'fedprox'; choose from ['fedavg']"),
+    "config_unknown_strategy.yaml": Fails(
+        "federation.strategy: unknown strategy 'fedavgg'; choose from ['fedadagrad', 'fedadam', 'fedavg'"
+    ),
     "config_nan_split.yaml": Fails("data.split_fractions.0: Input should be a finite number (got nan)"),
     "config_huge_seed.yaml": Fails("seed: Input should be less than or equal to 4294967295"),
     "config_duplicate_partner.yaml": Fails("duplicate partner name 'acme'"),

@@ -99,7 +99,7 @@ TEXT: dict[str, str] = {
     "config_unknown_nested_key.yaml": CONFIG + "train: {epoch: 3}\n",
     "config_negative_epochs.yaml": CONFIG + "train: {epochs: -1}\n",
     "config_unknown_encoder.yaml": CONFIG + "model: {encoder: gin}\n",
-    "config_unknown_strategy.yaml": CONFIG + "federation: {strategy: fedprox}\n",
+    "config_unknown_strategy.yaml": CONFIG + "federation: {strategy: fedavgg}\n",
     "config_nan_split.yaml": CONFIG + "data: {split_fractions: [.nan, 0.5, 0.5]}\n",
     "config_huge_seed.yaml": CONFIG + "seed: 100000000000000000000\n",
     "config_duplicate_partner.yaml": CONFIG + "  - {name: acme, path: crlf_and_bom.csv, workspace: ws/acme2}\n",
