@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from molfed.config import RunConfig, SiteConfig, load_site_config
 from molfed.errors import ConfigError
 from molfed.federated import jobs
-from molfed.federated import partner as p
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
-from tasks.partner import load_partner, train_settings
+from tasks.partner import load_partner, local_only_from_config, round_from_config
 from tasks.sites import reply_path, update_path
 
 
@@ -85,18 +84,8 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
         spec, scaling = ModelSpec.from_dict(plan["spec"]), plan["scaling"]
         if job.action == "round":
             weights = tracker.download_weights(job.parent_run_id, f"global_model/round_{job.server_round - 1:04d}.pt")
-            out = jobs.round_job(
-                data,
-                spec=spec,
-                weights=weights,
-                scaling=scaling,
-                settings=train_settings(config),
-                seed=p.derive_seed(config.seed, "round", job.server_round, site.name),
-                options=job.options,
-                server_round=job.server_round,
-                state_key=job.state_key,
-                evaluate_incoming=job.server_round > 1,
-                device=config.device,
+            out = round_from_config(
+                config, data, spec, weights, scaling, job.server_round, job.options, None, job.state_key
             )
             tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
             reply = {
@@ -122,16 +111,7 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
             ).to_json()
             if job.local_only:
                 init = tracker.download_weights(job.parent_run_id, "global_model/round_0000.pt")
-                test, curve = p.local_only_baseline(
-                    data,
-                    spec=spec,
-                    init_weights=init,
-                    scaling=scaling,
-                    settings=train_settings(config),
-                    rounds=config.federation.rounds,
-                    seed=p.derive_seed(config.seed, "local-only", site.name),
-                    device=config.device,
-                )
+                test, curve = local_only_from_config(config, data, spec, init, scaling)
                 reply["local_only"] = {"test": test, "curve": curve}
         else:
             raise ConfigError(f"unknown action {job.action!r}; choose from ['finish', 'prepare', 'round']")

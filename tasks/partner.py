@@ -46,6 +46,50 @@ def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
     )
 
 
+def round_from_config(
+    config: RunConfig,
+    data: p.PartnerData,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    server_round: int,
+    options: Mapping[str, float],
+    tensors: Mapping[str, Weights] | None,
+    state_key: str,
+) -> jobs.RoundReply:
+    """A partner's round with the run's settings and seeds: the one derivation shared by local and sites mode."""
+    return jobs.round_job(
+        data,
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        settings=train_settings(config),
+        seed=p.derive_seed(config.seed, "round", server_round, data.name),
+        options=options,
+        tensors=tensors,
+        server_round=server_round,
+        state_key=state_key,
+        evaluate_incoming=server_round > 1,
+        device=config.device,
+    )
+
+
+def local_only_from_config(
+    config: RunConfig, data: p.PartnerData, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The local-only baseline with the federation's budget and seed (shared by local and sites mode)."""
+    return p.local_only_baseline(
+        data,
+        spec=spec,
+        init_weights=init,
+        scaling=scaling,
+        settings=train_settings(config),
+        rounds=config.federation.rounds,
+        seed=p.derive_seed(config.seed, "local-only", data.name),
+        device=config.device,
+    )
+
+
 def partner_data(config: RunConfig, name: str) -> p.PartnerData:
     return load_partner(config, next(x for x in config.partners if x.name == name))
 
@@ -67,19 +111,8 @@ def partner_round(
     tensors: Mapping[str, Weights],
     state_key: str,
 ) -> jobs.RoundReply:
-    return jobs.round_job(
-        partner_data(config, name),
-        spec=spec,
-        weights=weights,
-        scaling=scaling,
-        settings=train_settings(config),
-        seed=p.derive_seed(config.seed, "round", server_round, name),
-        options=options,
-        tensors=tensors,
-        server_round=server_round,
-        state_key=state_key,
-        evaluate_incoming=server_round > 1,
-        device=config.device,
+    return round_from_config(
+        config, partner_data(config, name), spec, weights, scaling, server_round, options, tensors, state_key
     )
 
 
@@ -115,16 +148,7 @@ def local_only(
     scaling: Mapping[str, Sequence[float]],
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Train on this partner alone with the federation's budget; return test metrics and per-round val metrics."""
-    return p.local_only_baseline(
-        partner_data(config, name),
-        spec=spec,
-        init_weights=init_weights,
-        scaling=scaling,
-        settings=train_settings(config),
-        rounds=config.federation.rounds,
-        seed=p.derive_seed(config.seed, "local-only", name),
-        device=config.device,
-    )
+    return local_only_from_config(config, partner_data(config, name), spec, init_weights, scaling)
 
 
 def gather(futures: Mapping[str, PrefectFuture]) -> tuple[dict[str, Any], list[Failure]]:
