@@ -145,6 +145,12 @@ class FederationConfig(_Model):
     round_timeout_s: float = Field(
         900.0, gt=0, description="Sites mode: seconds to wait for a partner's job before counting it as failed."
     )
+    offline_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Sites mode: a job still unclaimed after this many seconds fails at once when no worker of the "
+        "partner's pool is online (instead of waiting out round_timeout_s).",
+    )
 
     @field_validator("strategy")
     @classmethod
