@@ -142,6 +142,13 @@ class FederationConfig(_Model):
         None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
     )
     partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+    task_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Local mode: seconds one attempt of a partner's round or final task may run before it fails "
+        "(then it is retried); off by default. It interrupts Python code, not one long blocking call.",
+    )
     round_timeout_s: float = Field(
         900.0, gt=0, description="Sites mode: seconds to wait for a partner's job before counting it as failed."
     )

@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
-from molfed.federated import jobs
+from molfed.federated import faults, jobs
 from molfed.federated import partner as p
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
@@ -111,6 +111,7 @@ def partner_round(
     tensors: Mapping[str, Weights],
     state_key: str,
 ) -> jobs.RoundReply:
+    faults.inject(name, "round", server_round)
     return round_from_config(
         config, partner_data(config, name), spec, weights, scaling, server_round, options, tensors, state_key
     )
@@ -127,6 +128,7 @@ def finish(
     parity_edges: Sequence[float],
     champion: Any,
 ) -> jobs.FinalReport:
+    faults.inject(name, "finish")
     return jobs.finish_job(
         partner_data(config, name),
         spec=spec,
@@ -169,8 +171,9 @@ class LocalPartners:
     def __init__(self, config: RunConfig):
         self.config = config
         self.names = [x.name for x in config.partners]
-        retries = config.federation.partner_retries
-        self._round = partner_round.with_options(retries=retries)
+        retries, timeout = config.federation.partner_retries, config.federation.task_timeout_s
+        self._round = partner_round.with_options(retries=retries, timeout_seconds=timeout)
+        self._finish = finish.with_options(retries=retries, timeout_seconds=timeout)
 
     def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
         """Nothing to publish: partners in this process receive the plan as task arguments."""
@@ -211,9 +214,10 @@ class LocalPartners:
         parity_task: int | None,
         parity_edges: Sequence[float],
         champion: Any,
-    ) -> dict[str, jobs.FinalReport]:
+    ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
-        return self._each(finish, spec, weights, scaling, parity_task, parity_edges, parts)
+        args = (spec, weights, scaling, parity_task, parity_edges, parts)
+        return gather({n: self._finish.submit(self.config, n, *args) for n in self.names})
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         return self._each(local_only, spec, init, scaling)

@@ -114,12 +114,6 @@ class SitePartners:
                 replies[n] = self.tracker.download_json(self.site_runs[n], reply_path(action, server_round))
         return replies, failures
 
-    def _all(self, action: str, server_round: int = 0, **params: Any) -> dict[str, Any]:
-        replies, failures = self._dispatch(action, server_round, **params)
-        if failures:
-            raise RuntimeError("; ".join(f"partner {f.partner}: {f.reason}" for f in failures))
-        return replies
-
     def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
         """Partners that fail to prepare (worker down, bad library) sit the run out; the flow applies the quorum."""
         from molfed.federated.partner import PartnerSummary
@@ -166,9 +160,9 @@ class SitePartners:
         parity_task: int | None,
         parity_edges: Sequence[float],
         champion: Any,
-    ) -> dict[str, jobs.FinalReport]:
+    ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         """Final evaluation; the local-only baseline rides along in the same job (one worker start less)."""
-        out = self._all(
+        out, failures = self._dispatch(
             "finish",
             self.config.federation.rounds,
             parity_task=parity_task,
@@ -179,7 +173,8 @@ class SitePartners:
         self._local_only = {
             n: (r["local_only"]["test"], r["local_only"]["curve"]) for n, r in out.items() if r.get("local_only")
         }
-        return {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
+        reports = {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
+        return reports, failures
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         """Computed by each partner in its finish job (call :meth:`finish` first)."""
