@@ -140,6 +140,8 @@ def _resume(run_id: str, tracking_uri: str | None, verbose: bool) -> int:
     from molfed.config import parse_config
     from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 
+    if not verbose:  # after mlflow's import, which configures its own loggers
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
     uri = resolve_tracking_uri(tracking_uri)
     try:
         raw = Tracker(uri, None).download_json(run_id, CONFIG_ARTIFACT)

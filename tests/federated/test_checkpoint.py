@@ -79,3 +79,11 @@ def test_fault_hook_is_off_unless_set_and_targets_one_partner_and_stage(monkeypa
         faults.inject("gamma", "round", 7)
     faults.inject("gamma", "round", 8)  # raise-once: the retry succeeds
     faults.inject("alpha", "finish")
+
+
+def test_resume_of_an_unknown_run_is_a_one_line_error(tmp_path, capsys):
+    from molfed.cli import main
+
+    assert main(["resume", "0123abcd", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("molfed: error: run 0123abcd: no federation/config.json in sqlite:///") and "\n" not in err
