@@ -31,7 +31,7 @@ from molfed.data.demo import write_demo_partners
 from molfed.federated.faults import ENV as FAULTS
 from molfed.tracking import CHECKPOINT_TAG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 4
