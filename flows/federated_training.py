@@ -21,6 +21,8 @@ from molfed.federated import coordinator as coord
 from molfed.federated.partner import combine_moments
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
+from molfed.privacy import budget as dp
+from molfed.privacy.accountant import PrivacyLedger
 from molfed.tracking import Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks.partner import LocalPartners
@@ -38,6 +40,10 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
     except ValueError as exc:
         raise ConfigError(f"federation.strategy_options: {exc}") from None
+    privacy = config.privacy
+    strategy = dp.wrap_strategy(
+        strategy, **privacy.model_dump(include={"mode", "noise_multiplier", "max_grad_norm", "noise_seed"})
+    )
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     run_id = tracker.start_run(
         config.name, tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()}
@@ -57,6 +63,15 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
         progress.advance("partners", f"{len(names)} partners ready")
+        costs = dp.round_costs(
+            privacy.mode,
+            noise_multiplier=privacy.noise_multiplier,
+            batch_size=config.train.batch_size,
+            epochs=config.train.epochs,
+            n_train={s.name: s.n_train for s in summaries},
+        )
+        dp.require_rounds(costs, delta=privacy.delta, budget=privacy.epsilon_budget, rounds=config.federation.rounds)
+        ledger = PrivacyLedger(privacy.delta)
 
         task_names, task_types = [t.name for t in config.tasks], [t.type for t in config.tasks]
         scaling = combine_moments([prepared[n].moments for n in names], len(task_names))
@@ -85,6 +100,7 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
 
         progress.stage("rounds", config.federation.rounds)
         for r in range(1, config.federation.rounds + 1):
+            dp.require_next_round(ledger, costs, privacy.epsilon_budget, r)  # epsilon of round r before running it
             replies, failures = pool.round(
                 r, spec, weights, scaling, strategy.fit_options(r), strategy.fit_tensors(r, weights), run_id
             )
@@ -98,6 +114,7 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
                 tracker.set_tags(run_id, {f"round.{r}.failed.{f.partner}": f.reason[:500]})
             weights = outcome.weights
             train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(names))
+            train.update(dp.spend_round(ledger, costs, participants=replies))
             round_rows.append({"round": r, **train})
             ct.log_round(tracker, run_id, r, train, weights)
             progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
