@@ -72,8 +72,8 @@ def _print_report(source: str, roots: list[Path], report: ScanReport) -> None:
         f"{source}: {report.files} files ({report.bytes / 1e6:.1f} MB), {report.members} archive members, "
         f"{report.tables} SQLite tables / {report.rows} rows under {', '.join(map(str, roots))}"
     )
-    for path in report.unreadable:
-        print(f"  unreadable: {path}")
+    for unreadable in report.unreadable:
+        print(f"  unreadable: {unreadable}")
     grouped = Counter((str(h.path), h.location, h.kind, h.partner) for h in report.hits)
     for (path, location, kind, partner), n in sorted(grouped.items()):
         where = f" [{location}]" if location else ""

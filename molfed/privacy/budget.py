@@ -69,7 +69,7 @@ def next_round_allowed(
     if after[worst] <= budget:
         return True, ""
     return False, (
-        f"privacy budget: round {server_round} would raise {_who(worst)} epsilon from "
+        f"privacy budget: round {server_round} would raise the epsilon of {_who(worst)} from "
         f"{ledger.epsilon(worst):.3g} to {after[worst]:.3g} > privacy.epsilon_budget {budget:g} "
         f"(delta {ledger.delta:g})"
     )
@@ -140,7 +140,7 @@ def epsilon_metrics(ledger: PrivacyLedger) -> dict[str, float]:
 
 
 def _who(subject: str) -> str:
-    return "the federation's client-level" if subject == FEDERATION else f"partner {subject!r}'s"
+    return "the federation (client level)" if subject == FEDERATION else f"partner {subject!r}"
 
 
 def wrap_strategy(

@@ -16,7 +16,7 @@ from rdkit import Chem, rdBase
 
 from molfed.audit import HashIndex, structure_needles
 from molfed.chem.standardize import StandardizeOptions
-from molfed.data.library import read_library
+from molfed.data.library import DuplicatePolicy, TaskType, read_library
 from molfed.data.readers import read_records
 from molfed.errors import MolfedError
 
@@ -27,9 +27,9 @@ def partner_index(
     *,
     smiles_column: str,
     label_columns: Sequence[str],
-    task_types: Sequence[str],
+    task_types: Sequence[TaskType],
     standardize: StandardizeOptions,
-    duplicates: str,
+    duplicates: DuplicatePolicy,
     salt: bytes | None = None,
 ) -> HashIndex:
     """Salted index of a partner's raw SMILES, their canonical SMILES and InChIKeys, and the standardized forms.

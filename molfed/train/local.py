@@ -74,7 +74,7 @@ def train_local(
     if dp is not None:
         if grad_correction is not None:
             raise ValueError("train_local: DP-SGD cannot apply a gradient correction computed without noise")
-        loss, steps = train_dp(
+        dp_loss, dp_steps = train_dp(
             model,
             graphs,
             epochs=epochs,
@@ -84,7 +84,7 @@ def train_local(
             seed=seed,
             proximal_mu=proximal_mu,
         )
-        return TrainResult(n_samples=len(graphs), loss=loss, steps=steps)
+        return TrainResult(n_samples=len(graphs), loss=dp_loss, steps=dp_steps)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     corrections = [
         (param, grad_correction[name].to(device=param.device, dtype=param.dtype))

@@ -84,7 +84,10 @@ def test_budget_guard_refuses_the_round_that_would_exceed_it_before_it_runs():
         require_next_round(ledger, costs, budget, r)
         metrics = spend_round(ledger, costs)
     assert metrics["dp_epsilon"] == metrics["dp_epsilon.small"] <= budget
-    with pytest.raises(PrivacyBudgetError, match=rf"round {fit + 1} would raise partner 'small'.*stopping before"):
+    with pytest.raises(
+        PrivacyBudgetError,
+        match=rf"round {fit + 1} would raise the epsilon of partner 'small' from .*stopping before round {fit + 1}",
+    ):
         require_next_round(ledger, costs, budget, fit + 1)
     assert ledger.epsilon("small") == metrics["dp_epsilon.small"]  # the refused round spent nothing
     with pytest.raises(PrivacyBudgetError, match=rf"allows {fit} of federation.rounds=50"):
