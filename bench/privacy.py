@@ -14,7 +14,7 @@ Budget (smaller than the demo's 30 rounds x 2 epochs x GINE 64 x 3, to keep DP-S
 Also printed: one epoch of partner alpha with DP-SGD vs plain training, and one batch of 32 graphs with the
 vectorized per-graph gradients vs a loop of single-graph backward passes vs one plain backward pass.
 
-    .venv/bin/python bench/privacy.py [--rounds 10] [--epsilons 1,3,8,inf] [--no-client]
+    .venv/bin/python bench/privacy.py [--rounds 10] [--epsilons 1,3,8,inf] [--no-client] [--batch-size 32] [--lr 3e-3]
 """
 
 from __future__ import annotations
@@ -169,7 +169,11 @@ def main() -> None:
     parser.add_argument("--epsilons", default="1,3,8,inf")
     parser.add_argument("--client-bound", type=float, default=0.5, help="client-level clip bound S")
     parser.add_argument("--no-client", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
     args = parser.parse_args()
+    global SETTINGS
+    SETTINGS = p.TrainSettings(epochs=1, batch_size=args.batch_size, optimizer="adam", lr=args.lr)
     torch.set_num_threads(1)
     started = time.perf_counter()
     partners = load_partners(Path(tempfile.mkdtemp(prefix="molfed-bench-privacy-")))
@@ -205,7 +209,10 @@ def main() -> None:
     rmse, auc = evaluate_row(partners, pooled, scaling)
     rows.append(("pooled, no DP", math.inf, math.inf, 0.0, rmse, auc, time.perf_counter() - start))
 
-    print(f"\n{args.rounds} rounds x 1 epoch, GINE 32x2, batch 32, delta {DELTA:g}; train sizes {n_train}")
+    print(
+        f"\n{args.rounds} rounds x 1 epoch, GINE 32x2, batch {SETTINGS.batch_size}, lr {SETTINGS.lr:g}, "
+        f"delta {DELTA:g}; train sizes {n_train}"
+    )
     head = "| setting | target eps | eps spent | sigma | " + " | ".join(f"RMSE {n}" for n in names)
     print(head + " | RMSE all | MIA AUC | s |")
     print("|" + "---|" * (len(names) + 7))
