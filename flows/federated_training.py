@@ -22,6 +22,7 @@ from molfed.federated.checkpoint import Sections
 from molfed.federated.partner import combine_moments
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
+from molfed.privacy import budget as dp
 from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks import rounds
@@ -43,6 +44,10 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
     except ValueError as exc:
         raise ConfigError(f"federation.strategy_options: {exc}") from None
+    privacy = config.privacy
+    strategy = dp.wrap_strategy(
+        strategy, **privacy.model_dump(include={"mode", "noise_multiplier", "max_grad_norm", "noise_seed"})
+    )
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     saved = rounds.reopen(tracker, resume_run_id) if resume_run_id else None
     run_id = resume_run_id or tracker.start_run(
@@ -66,6 +71,16 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
         progress.advance("partners", f"{len(names)} partners ready")
+        budget = dp.BudgetHook(
+            privacy.mode,
+            noise_multiplier=privacy.noise_multiplier,
+            delta=privacy.delta,
+            budget=privacy.epsilon_budget,
+            batch_size=config.train.batch_size,
+            epochs=config.train.epochs,
+            n_train={s.name: s.n_train for s in summaries},
+        )
+        budget.check_rounds(config.federation.rounds)  # before any round: privacy spent on a doomed run is lost
 
         task_names, task_types = [t.name for t in config.tasks], [t.type for t in config.tasks]
         scaling = combine_moments([prepared[n].moments for n in names], len(task_names))
@@ -84,6 +99,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         pool.publish(spec, scaling, init)
         metric = coord.primary_metric(task_types)
         sections = Sections()  # named extra state checkpointed each round: sections.add(name, save, load)
+        sections.add("privacy", budget.state_dict, budget.load_state_dict)
         fingerprint = {"digests": {s.name: s.digest for s in summaries}, "scaling": scaling}
         loop = rounds.RoundLoop(
             tracker=tracker,
@@ -95,6 +111,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             metric=metric,
             fingerprint=fingerprint,
             sections=sections,
+            hooks=[budget],
         )
         loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)

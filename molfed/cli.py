@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config and read every partner library (writes rejects.csv)")
     val.add_argument("config", type=Path)
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    aud = sub.add_parser("audit", help="scan MLflow, Prefect and log files for partner structures (exit 1 on a hit)")
+    aud.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the federation config (partners' libraries)")
+    aud.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    aud.add_argument("--site-config", action="append", default=[], type=Path, help="sites mode: a partner's config")
+    aud.add_argument("--tracking-uri", default=None, help="default: the config's, else $MLFLOW_TRACKING_URI, ./mlruns")
+    aud.add_argument("--prefect-home", type=Path, default=None, help="default: $PREFECT_HOME, else ~/.prefect")
+    aud.add_argument("--path", action="append", default=[], type=Path, help="more files or folders (logs)")
     return parser
 
 
@@ -109,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _site_worker(args.site_config)
         if args.command == "validate":
             return _validate(args.config, args.overrides)
+        if args.command == "audit":
+            from molfed.privacy.audit_cli import run_audit
+
+            return run_audit(args)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2

@@ -195,6 +195,39 @@ class ChampionConfig(_Model):
     )
 
 
+class PrivacyConfig(_Model):
+    """Differential privacy of the federation (see :mod:`molfed.privacy`)."""
+
+    mode: Literal["off", "sample", "client"] = Field(
+        "off",
+        description="off; sample: DP-SGD at every partner, each molecule a sample (per-molecule gradient clipping "
+        "+ noise); client: each partner's whole update clipped, noise added at aggregation.",
+    )
+    noise_multiplier: float = Field(
+        1.0, gt=0.0, le=1000.0, description="Gaussian noise standard deviation as a multiple of max_grad_norm."
+    )
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0.0,
+        le=1e6,
+        description="L2 bound: of each molecule's gradient (sample) or of each partner's update delta (client).",
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=0.1, description="Target delta of the reported epsilon.")
+    epsilon_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="Largest epsilon allowed (per partner at sample level); the run refuses a round that would "
+        "exceed it. None: no limit (epsilon is still logged).",
+    )
+    noise_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Reproducible noise for experiments only (anyone with the config can regenerate it); "
+        "None draws noise from the operating system, so DP runs are then not bitwise repeatable.",
+    )
+
+
 class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
@@ -215,6 +248,7 @@ class RunConfig(_Model):
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     champion: ChampionConfig = Field(default_factory=ChampionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     schedule: ScheduleConfig | None = Field(None, description="Retraining schedule of the deployment (off if absent).")
 
     @model_validator(mode="after")
@@ -245,6 +279,7 @@ class RunConfig(_Model):
             )
         if self.mode == "sites" and self.baselines.pooled:
             raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
+        _check_privacy(self.privacy.mode, self.federation.strategy)
         quorum = self.federation.min_partners
         if quorum is not None and quorum > len(self.partners):
             raise ValueError(f"federation.min_partners: got {quorum}, expected at most {len(self.partners)}")
@@ -257,6 +292,21 @@ class RunConfig(_Model):
 
     def workspace_for(self, partner: PartnerConfig) -> Path:
         return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
+
+
+def _check_privacy(mode: str, strategy: str) -> None:
+    from molfed.privacy.compat import CLIENT_DP_STRATEGIES, NO_SAMPLE_DP_STRATEGIES
+
+    if mode == "client" and strategy not in CLIENT_DP_STRATEGIES:
+        raise ValueError(
+            f"privacy.mode 'client' needs a strategy that averages updates, got federation.strategy {strategy!r}; "
+            f"choose from {list(CLIENT_DP_STRATEGIES)}"
+        )
+    if mode == "sample" and strategy in NO_SAMPLE_DP_STRATEGIES:
+        raise ValueError(
+            f"privacy.mode 'sample': federation.strategy {strategy!r} sends partner statistics computed without "
+            "noise; choose another strategy"
+        )
 
 
 def _check_columns(partner: PartnerConfig, tasks: Sequence[str]) -> None:

@@ -9,7 +9,7 @@ quorum, the round's metrics and global weights are logged, then the checkpoint i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from prefect import get_run_logger
 
@@ -49,6 +49,18 @@ def reopen(tracker: Tracker, run_id: str) -> bytes:
     return saved
 
 
+class RoundHook(Protocol):
+    """Round-level policy beside the strategy (e.g. the privacy budget); its state goes in the checkpoint's
+    sections."""
+
+    def before_round(self, server_round: int) -> None:
+        """Raise (a :class:`~molfed.errors.MolfedError`) to stop before anything of the round runs."""
+
+    def after_round(self, server_round: int, participants: Sequence[str]) -> dict[str, float]:
+        """Metrics of the round, logged with the training metrics at step ``server_round``."""
+        ...
+
+
 class RoundLoop:
     """Global weights, strategy state and history of one federation, checkpointed after every round."""
 
@@ -64,10 +76,11 @@ class RoundLoop:
         metric: str,
         fingerprint: dict[str, Any],
         sections: ck.Sections,
+        hooks: Sequence[RoundHook] = (),
     ):
         self.tracker, self.run_id, self.strategy = tracker, run_id, strategy
         self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
-        self.fingerprint, self.sections = fingerprint, sections
+        self.fingerprint, self.sections, self.hooks = fingerprint, sections, list(hooks)
         self.history = ck.RoundHistory()
         self.weights: Weights = {}
         self.done = -1
@@ -133,6 +146,8 @@ class RoundLoop:
     def run(self, pool: Any, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], rounds: int) -> None:
         """Rounds ``done + 1 .. rounds``, each committed as a checkpoint."""
         for r in range(self.done + 1, rounds + 1):
+            for hook in self.hooks:
+                hook.before_round(r)
             s = self.strategy
             replies, failures = pool.round(
                 r, spec, self.weights, scaling, s.fit_options(r), s.fit_tensors(r, self.weights), self.run_id
@@ -143,6 +158,8 @@ class RoundLoop:
             rejected = [f for f in outcome.failures if f.partner in replies]
             self.check_quorum(f"round.{r}", outcome.accepted, rejected)
             train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(self.names))
+            for hook in self.hooks:
+                train.update(hook.after_round(r, list(replies)))
             self.history.rows.append({"round": r, **train})
             if r > 1:  # partners evaluated the previous round's global model before training on it
                 self.record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
