@@ -14,15 +14,18 @@ from typing import Any
 import torch
 from prefect import flow, get_run_logger
 
+from flows.contributions import leave_one_out
 from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated.partner import combine_moments
+from molfed.federated.sampling import round_quorum, sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
 from molfed.tracking import Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
+from tasks import value as vt
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
 
@@ -40,7 +43,9 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         raise ConfigError(f"federation.strategy_options: {exc}") from None
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     run_id = tracker.start_run(
-        config.name, tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()}
+        config.name,
+        tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()},
+        parent_run_id=config.tracking.parent_run_id,
     )
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
@@ -56,6 +61,7 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         summaries = [prepared[n].summary for n in names]
         ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
+        overlap_md = vt.log_heterogeneity(tracker, run_id, config, {n: prepared[n].moments for n in names})
         progress.advance("partners", f"{len(names)} partners ready")
 
         task_names, task_types = [t.name for t in config.tasks], [t.type for t in config.tasks]
@@ -84,24 +90,32 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
             round_rows[step - 1][f"val_{metric}"] = values.get(f"val_{metric}")
 
         progress.stage("rounds", config.federation.rounds)
+        fed, sampled_log = config.federation, {}
         for r in range(1, config.federation.rounds + 1):
+            sampled = sample_partners(
+                names, r, seed=config.seed, fraction_fit=fed.fraction_fit, min_fit_partners=fed.min_fit_partners
+            )
+            sampled_log[r] = sampled
             replies, failures = pool.round(
-                r, spec, weights, scaling, strategy.fit_options(r), strategy.fit_tensors(r, weights), run_id
+                r, spec, weights, scaling, strategy.fit_options(r), strategy.fit_tensors(r, weights), run_id, sampled
             )
             for f in failures:
                 logger.warning("round %d: partner %s failed: %s", r, f.partner, f.reason)
             if r > 1:  # partners evaluated the previous round's global model before training on it
                 record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
             updates = [replies[n].update for n in names if n in replies]
-            outcome = ct.aggregate(strategy, r, weights, updates, failures, config.quorum)
+            outcome = ct.aggregate(
+                strategy, r, weights, updates, failures, round_quorum(len(sampled), fed.min_partners)
+            )
             for f in outcome.failures:
                 tracker.set_tags(run_id, {f"round.{r}.failed.{f.partner}": f.reason[:500]})
             weights = outcome.weights
-            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(names))
-            round_rows.append({"round": r, **train})
+            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(sampled))
+            round_rows.append({"round": r, "sampled": ", ".join(sampled), **train})
             ct.log_round(tracker, run_id, r, train, weights)
             progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
 
+        tracker.log_json(run_id, sampled_log, "federation/sampled_partners.json")
         champion = (
             tracker.champion(config.tracking.registered_model, config.champion.alias)
             if (config.champion.enabled and config.tracking.registered_model)
@@ -145,9 +159,13 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         model_uri, version = ct.log_model(tracker, run_id, config, spec, weights, scaling)
         decision = ct.decide_champion(tracker, run_id, config, version, champion, final, sizes["val"])
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
-        tracker.log_text(run_id, reporting.results_markdown(rows, metric, kinds), "results.md")
+        loo = ""
+        if config.baselines.contributions:
+            full = {n: test[n][coord.FEDERATED][metric] for n in names}
+            loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"])
+        _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
-        ct.publish_report(rows, metric, kinds, round_rows, summaries, tracker.run_link(run_id), decision)
+        ct.publish_report(rows, metric, kinds, round_rows, summaries, tracker.run_link(run_id), decision, value_md)
         pool.close()
         tracker.end_run(run_id)
     except BaseException:
