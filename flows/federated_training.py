@@ -156,7 +156,8 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         curves = reporting.curves_from_history(val_history, local_history, pooled_history, metric)
         parity = {n: final[n].parity for n in names} if j is not None else None
         ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0])
-        model_uri, version = ct.log_model(tracker, run_id, config, spec, weights, scaling)
+        nested = config.tracking.parent_run_id is not None  # a leave-one-out federation: an estimate, not a model
+        model_uri, version = (None, None) if nested else ct.log_model(tracker, run_id, config, spec, weights, scaling)
         decision = ct.decide_champion(tracker, run_id, config, version, champion, final, sizes["val"])
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
         loo = ""

@@ -193,7 +193,7 @@ class TrackingConfig(_Model):
     parent_run_id: str | None = Field(
         None,
         description="Internal: MLflow run to nest this federation under (set by the leave-one-partner-out "
-        "estimate for its extra federations); leave unset.",
+        "estimate for its extra federations, which then log no model); leave unset.",
         json_schema_extra={"readOnly": True},
     )
 

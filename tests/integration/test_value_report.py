@@ -18,7 +18,7 @@ from molfed.config import load_config
 from molfed.data.demo import write_demo_partners
 from molfed.federated.sampling import sample_partners
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["alpha", "beta", "gamma"]
