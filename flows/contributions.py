@@ -25,7 +25,11 @@ def leave_one_out(
     sizes: Mapping[str, int],
 ) -> str:
     """Run the federation without each partner in turn; log ``contribution.<k>``, ``contributions.json`` and
-    ``contributions.md`` on ``run_id``; return the Markdown table ('' with fewer than 2 partners)."""
+    ``contributions.md`` on ``run_id``; return the Markdown table ('' with fewer than 2 partners).
+
+    ``full`` holds each partner's test ``metric`` of the federation of all partners; a partner whose metric is
+    undefined (e.g. ROC-AUC on a one-class test split) is left out of the comparison.
+    """
     from flows.federated_training import federated_training  # the flow calls this module
 
     if len(full) < 2:
@@ -35,7 +39,8 @@ def leave_one_out(
         sub = leave_one_out_config(config, k, run_id)
         result = federated_training.with_options(flow_run_name=f"{config.name}-without-{k}")(sub)
         tracker.set_tags(result["run_id"], {"molfed.kind": KIND, "molfed.without": k})
-        without[k] = {r["partner"]: r["federated"] for r in result["rows"] if r["partner"] in full}
+        rows = [r for r in result["rows"] if r["partner"] in full and r["federated"] is not None]
+        without[k] = {r["partner"]: r["federated"] for r in rows}
     pairwise, overall = contributions(full, without, metric, sizes)
     tracker.log_metrics(run_id, {f"contribution.{k}": v for k, v in overall.items()})
     table = reporting.contributions_markdown(pairwise, overall, metric)

@@ -162,7 +162,7 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
         loo = ""
         if config.baselines.contributions:
-            full = {n: test[n][coord.FEDERATED][metric] for n in names}
+            full = {n: t[coord.FEDERATED][metric] for n, t in test.items() if metric in t[coord.FEDERATED]}
             loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"])
         _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
