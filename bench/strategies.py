@@ -12,7 +12,9 @@ local-only models, the worst partner's RMSE, and wall time (training + per-round
 
     .venv/bin/python bench/strategies.py [--rounds 30] [--strategies fedavg,scaffold] [--splits demo,dirichlet]
 
-The full demo budget (30 rounds) is kept: the whole run took 687 s on the shared 2-core machine (2026-11-29).
+The full demo budget (30 rounds) is kept: the whole run took 687 s on the shared 2-core machine, and 3279 s when
+re-run there under a load average of 10-15 (four other jobs; 2026-11-29, after the scaffold-split fix), so the
+wall-time column measures the machine's load as much as the strategy.
 Test splits are small (the Dirichlet split's are 21-26 molecules per partner), so differences of ~10 % between
 rows are within seed noise; this is one seed.
 """

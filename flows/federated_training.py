@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Any
 
 import torch
 from prefect import flow, get_run_logger
 
+from flows.contributions import leave_one_out
 from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated.checkpoint import Sections
 from molfed.federated.partner import combine_moments
+from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
 from molfed.privacy import budget as dp
 from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks import rounds
+from tasks import value as vt
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
 
@@ -51,7 +55,9 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     saved = rounds.reopen(tracker, resume_run_id) if resume_run_id else None
     run_id = resume_run_id or tracker.start_run(
-        config.name, tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()}
+        config.name,
+        tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()},
+        parent_run_id=config.tracking.parent_run_id,
     )
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
@@ -70,6 +76,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             tracker.log_json(run_id, config.model_dump(mode="json"), CONFIG_ARTIFACT)
             ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
+        overlap_md = vt.log_heterogeneity(tracker, run_id, config, {n: prepared[n].moments for n in names})
         progress.advance("partners", f"{len(names)} partners ready")
         budget = dp.BudgetHook(
             privacy.mode,
@@ -98,6 +105,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         init = coord.initial_weights(spec, config.seed)
         pool.publish(spec, scaling, init)
         metric = coord.primary_metric(task_types)
+        fed = config.federation
         sections = Sections()  # named extra state checkpointed each round: sections.add(name, save, load)
         sections.add("privacy", budget.state_dict, budget.load_state_dict)
         fingerprint = {"digests": {s.name: s.digest for s in summaries}, "scaling": scaling}
@@ -112,12 +120,22 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             fingerprint=fingerprint,
             sections=sections,
             hooks=[budget],
+            sample=partial(
+                sample_partners,
+                list(names),
+                seed=config.seed,
+                fraction_fit=fed.fraction_fit,
+                min_fit_partners=fed.min_fit_partners,
+            ),
+            min_partners=fed.min_partners,
         )
         loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)
         loop.run(pool, spec, scaling, config.federation.rounds)
         weights = loop.weights
 
+        sampled = {row["round"]: row["sampled"].split(", ") for row in loop.history.rows}
+        tracker.log_json(run_id, sampled, "federation/sampled_partners.json")
         champion = (
             tracker.champion(config.tracking.registered_model, config.champion.alias)
             if (config.champion.enabled and config.tracking.registered_model)
@@ -160,12 +178,19 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         curves = reporting.curves_from_history(loop.history.val, local_history, pooled_history, metric)
         parity = {n: final[n].parity for n in names} if j is not None else None
         ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0])
-        model_uri, version = ct.log_model(tracker, run_id, config, spec, weights, scaling)
+        nested = config.tracking.parent_run_id is not None  # a leave-one-out federation: an estimate, not a model
+        model_uri, version = (None, None) if nested else ct.log_model(tracker, run_id, config, spec, weights, scaling)
         decision = ct.decide_champion(tracker, run_id, config, version, champion, final, sizes["val"])
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
-        tracker.log_text(run_id, reporting.results_markdown(rows, metric, kinds), "results.md")
+        loo = ""
+        if config.baselines.contributions:
+            full = {n: t[coord.FEDERATED][metric] for n, t in test.items() if metric in t[coord.FEDERATED]}
+            loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"])
+        _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
-        ct.publish_report(rows, metric, kinds, loop.history.rows, summaries, tracker.run_link(run_id), decision)
+        ct.publish_report(
+            rows, metric, kinds, loop.history.rows, summaries, tracker.run_link(run_id), decision, value_md
+        )
         pool.close()
         tracker.end_run(run_id)
     except QuorumError as exc:

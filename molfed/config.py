@@ -35,6 +35,8 @@ STRATEGY_NAMES = (
     "qfedavg",
     "scaffold",
 )
+#: Partner names that would collide with the cross-partner summaries ``{split}_{metric}.worst`` / ``.std``.
+RESERVED_PARTNER_NAMES = ("worst", "std")
 _MAX_ERRORS = 5  # validation problems shown in one ConfigError
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # config keys shown as they are; others (e.g. with newlines) as repr
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -139,7 +141,19 @@ class FederationConfig(_Model):
         "for fedadam, {byzantine: 1} for krum; unknown names are rejected when the strategy is built.",
     )
     min_partners: int | None = Field(
-        None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
+        None,
+        ge=1,
+        description="Quorum: fewest successful partners a round needs, out of those sampled that round "
+        "(default: all sampled partners); also the fewest partners that must be ready to start.",
+    )
+    fraction_fit: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of ready partners asked to train each round (seeded draw per round; 1 = all).",
+    )
+    min_fit_partners: int = Field(
+        1, ge=1, description="Fewest partners asked per round, whatever fraction_fit gives (capped at all partners)."
     )
     partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
     task_timeout_s: float | None = Field(
@@ -170,6 +184,11 @@ class FederationConfig(_Model):
 class BaselineConfig(_Model):
     local_only: bool = Field(True, description="Train one model per partner on its own data, same budget.")
     pooled: bool = Field(True, description="Train one model on the union of partners (simulation only).")
+    contributions: bool = Field(
+        False,
+        description="Leave-one-partner-out contribution estimate: one extra federation per partner without it "
+        "(same seed and budget; costs one federation per partner).",
+    )
 
 
 class TrackingConfig(_Model):
@@ -178,6 +197,12 @@ class TrackingConfig(_Model):
     )
     experiment: str = Field("molfed", description="MLflow experiment name.")
     registered_model: str | None = Field("molfed-model", description="Registry name for the final model.")
+    parent_run_id: str | None = Field(
+        None,
+        description="Internal: MLflow run to nest this federation under (set by the leave-one-partner-out "
+        "estimate for its extra federations, which then log no model); leave unset.",
+        json_schema_extra={"readOnly": True},
+    )
 
 
 class ScheduleConfig(_Model):
@@ -280,9 +305,13 @@ class RunConfig(_Model):
         if self.mode == "sites" and self.baselines.pooled:
             raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
         _check_privacy(self.privacy.mode, self.federation.strategy)
-        quorum = self.federation.min_partners
-        if quorum is not None and quorum > len(self.partners):
-            raise ValueError(f"federation.min_partners: got {quorum}, expected at most {len(self.partners)}")
+        _check_sampling(self.federation, len(self.partners))
+        for partner in self.partners:
+            if partner.name in RESERVED_PARTNER_NAMES:
+                raise ValueError(
+                    f"partner name {partner.name!r} is reserved (metrics such as test_rmse.{partner.name} "
+                    "summarize all partners); choose another"
+                )
         return self
 
     @property
@@ -306,6 +335,25 @@ def _check_privacy(mode: str, strategy: str) -> None:
         raise ValueError(
             f"privacy.mode 'sample': federation.strategy {strategy!r} sends partner statistics computed without "
             "noise; choose another strategy"
+        )
+
+
+def _check_sampling(federation: FederationConfig, n_partners: int) -> None:
+    """Refuse sampling / quorum settings under which every round would fail its quorum."""
+    from molfed.federated.sampling import sample_size
+
+    f = federation
+    if f.min_fit_partners > n_partners:
+        raise ValueError(f"federation.min_fit_partners: got {f.min_fit_partners}, expected at most {n_partners}")
+    quorum = f.min_partners
+    if quorum is not None and quorum > n_partners:
+        raise ValueError(f"federation.min_partners: got {quorum}, expected at most {n_partners}")
+    k = sample_size(n_partners, f.fraction_fit, f.min_fit_partners)
+    if quorum is not None and quorum > k:
+        raise ValueError(
+            f"federation.min_partners: got {quorum}, but only {k} of {n_partners} partners are asked per round "
+            f"(fraction_fit {f.fraction_fit:g}, min_fit_partners {f.min_fit_partners}); raise "
+            "federation.fraction_fit or federation.min_fit_partners, or lower federation.min_partners"
         )
 
 

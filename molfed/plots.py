@@ -6,6 +6,8 @@ cells suppressed, so a figure in MLflow never shows an individual molecule's mea
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -72,6 +74,35 @@ def parity_heatmaps(counts: Mapping[str, Sequence[Sequence[int]]], edges: Sequen
     fig.suptitle(f"test split, binned; cells with < {MIN_CELL_COUNT} molecules hidden", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def value_bars(rows: Sequence[Mapping[str, object]], metric: str, kinds: Sequence[str]) -> Figure:
+    """Grouped bars: per partner (and over all partners), test ``metric`` of each model kind side by side.
+
+    ``rows`` as :func:`~molfed.federated.coordinator.comparison_rows` returns them; missing values leave a gap.
+    """
+    labels = [str(r["partner"]) for r in rows]
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(kinds), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(labels) + 1.5), 3.4))
+    for i, kind in enumerate(kinds):
+        values = [v if isinstance(v, float) else np.nan for v in (r.get(kind) for r in rows)]
+        bars = ax.bar(x + (i - (len(kinds) - 1) / 2) * width, values, width, label=kind)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"value of federation: test {metric} on each partner's own scaffold test split", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def png_data_uri(fig: Figure, dpi: int = 72) -> str:
+    """The figure as a ``data:image/png;base64,...`` URI (for Markdown that cannot link local files)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def close(fig: Figure) -> None:

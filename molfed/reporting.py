@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 
+from molfed.federated.overlap import Overlap
 from molfed.federated.partner import PartnerSummary
+from molfed.federated.value import improvement
 
 
 def version_tags() -> dict[str, str]:
@@ -59,23 +61,107 @@ def curves_from_history(
     metric: str,
 ) -> dict[str, dict[str, list[float]]]:
     """``{partner: {kind: [metric per round]}}`` from per-round validation metrics of each model kind."""
-    partners = list(federated[0]) if federated else list(local_only)
+    nan = float("nan")
+    partners = list(dict.fromkeys(n for r in federated for n in r)) if federated else list(local_only)
     curves: dict[str, dict[str, list[float]]] = {}
-    for name in partners:
-        kinds = {"federated": [r[name].get(metric, float("nan")) for r in federated]}
+    for name in partners:  # a partner not sampled in a round has no value for it (NaN: a gap in the line)
+        kinds = {"federated": [r.get(name, {}).get(metric, nan) for r in federated]}
         if name in local_only:
-            kinds["local-only"] = [r.get(metric, float("nan")) for r in local_only[name]]
+            kinds["local-only"] = [r.get(metric, nan) for r in local_only[name]]
         if pooled:
-            kinds["pooled"] = [r[name].get(metric, float("nan")) for r in pooled]
+            kinds["pooled"] = [r.get(name, {}).get(metric, nan) for r in pooled]
         curves[name] = kinds
     return curves
 
 
+def _cell(value: object, fmt: str = ".3f") -> str:
+    return format(value, fmt) if isinstance(value, float) else "–"
+
+
 def results_markdown(rows: Sequence[Mapping[str, object]], metric: str, kinds: Sequence[str]) -> str:
-    """A Markdown table of the per-partner comparison on each partner's test split."""
-    head = f"| partner | {' | '.join(kinds)} |\n|---|{'---|' * len(kinds)}\n"
+    """A Markdown table of the per-partner comparison on each partner's test split; with a local-only baseline,
+    a last column gives federation's relative gain over training alone (+ = better off federated)."""
+    gain = "federated" in kinds and "local-only" in kinds
+    extra = ["gain vs local-only"] if gain else []
+    head = f"| partner | {' | '.join([*kinds, *extra])} |\n|---|{'---|' * (len(kinds) + len(extra))}\n"
     body = ""
     for row in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else "–" for v in (row.get(k) for k in kinds)]
+        cells = [_cell(row.get(k)) for k in kinds]
+        if gain:
+            fed, alone = row.get("federated"), row.get("local-only")
+            value = improvement(
+                fed if isinstance(fed, float) else None, alone if isinstance(alone, float) else None, metric
+            )
+            cells.append(_cell(value, "+.1%"))
         body += f"| {row['partner']} | {' | '.join(cells)} |\n"
     return f"Test {metric} per partner (scaffold split)\n\n{head}{body}"
+
+
+def fairness_markdown(fair: Mapping[str, Mapping[str, float]], metric: str) -> str:
+    """Worst partner and spread (std over partners) of the test ``metric`` per model kind."""
+    lines = [
+        f"Fairness across partners (test {metric})\n",
+        "| model | worst partner | std over partners |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {kind} | {_cell(v.get('worst'))} | {_cell(v.get('std'))} |" for kind, v in fair.items()]
+    return "\n".join(lines) + "\n"
+
+
+def fairness_metrics(fair: Mapping[str, Mapping[str, float]], metric: str, kind: str) -> dict[str, float]:
+    """``test_{metric}.worst`` / ``.std`` of one model kind (the names its MLflow run carries)."""
+    return {f"test_{metric}.{k}": v for k, v in fair.get(kind, {}).items()}
+
+
+def contributions_markdown(
+    pairwise: Mapping[str, Mapping[str, float]], overall: Mapping[str, float], metric: str
+) -> str:
+    """Leave-one-partner-out table: row k = partner left out, column j = partner evaluated, last column = over
+    all other partners; positive = k's participation improved j's test ``metric``."""
+    partners = sorted({j for row in pairwise.values() for j in row} | set(pairwise))
+    head = f"| without \\ on | {' | '.join(partners)} | all others |\n|---|{'---|' * (len(partners) + 1)}\n"
+    body = "".join(
+        f"| {k} | {' | '.join(_cell(pairwise[k].get(j), '+.3f') for j in partners)} | "
+        f"{_cell(overall.get(k), '+.3f')} |\n"
+        for k in pairwise
+    )
+    note = f"Contribution of each partner (row) to each partner's test {metric} (column); positive = helped\n\n"
+    return note + head + body
+
+
+#: Fewest training labels a partner's task needs before its label mean / std are logged (a mean of 1 is a label).
+MIN_LABELS_FOR_STATS = 5
+
+
+def label_metrics(moments: Mapping[str, Mapping[str, Sequence[float]]], tasks: Sequence[str]) -> dict[str, float]:
+    """Per partner and task: training-label ``count``, ``mean`` and ``std`` from the count / sum / sum-of-squares
+    moments partners already send for target scaling (nothing new leaves a partner; no quantile, min or max,
+    which would each be one molecule's label). Mean and std only from :data:`MIN_LABELS_FOR_STATS` labels up."""
+    out: dict[str, float] = {}
+    for partner, m in moments.items():
+        for i, task in enumerate(tasks):
+            n = float(m["count"][i]) if i < len(m.get("count", ())) else 0.0
+            prefix = f"labels.{task}"
+            out[f"{prefix}.count.{partner}"] = n
+            if n < MIN_LABELS_FOR_STATS:
+                continue
+            mean = float(m["sum"][i]) / n
+            var = max(float(m["sumsq"][i]) / n - mean * mean, 0.0)
+            out[f"{prefix}.mean.{partner}"] = mean
+            out[f"{prefix}.std.{partner}"] = var**0.5
+    return out
+
+
+def overlap_markdown(stats: Overlap | None) -> str:
+    """Scaffold Jaccard matrix between partners (from keyed digests); a note when it was not computed."""
+    if stats is None:
+        return "\nScaffold overlap between partners: not computed in sites mode.\n"
+    names = sorted(stats.counts)
+
+    def cell(a: str, b: str) -> str:
+        return "1" if a == b else f"{stats.jaccard[(min(a, b), max(a, b))]:.2f}"
+
+    lines = ["\nRing-scaffold overlap between partners (Jaccard; keyed digests, counts only)\n"]
+    lines += [f"| | {' | '.join(names)} | scaffolds |", f"|---|{'---|' * (len(names) + 1)}"]
+    lines += [f"| {a} | {' | '.join(cell(a, b) for b in names)} | {stats.counts[a]} |" for a in names]
+    return "\n".join(lines) + "\n"

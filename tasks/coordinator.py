@@ -135,11 +135,13 @@ def publish_report(
     summaries: Sequence[PartnerSummary],
     run_link: str,
     decision: str,
+    extra: str = "",
 ) -> None:
     """Prefect artifacts: a Markdown report and a table of per-round metrics (aggregates only)."""
     lines = [
         f"# Federation report\n\nMLflow run: {run_link}\n",
         reporting.results_markdown(rows, metric, kinds),
+        extra,
         f"\nRounds: {len(round_rows)}\n\n**Champion:** {decision}\n",
         "\n| partner | molecules | rejects |",
         "|---|---|---|",

@@ -198,11 +198,13 @@ class LocalPartners:
         options: Mapping[str, float],
         tensors: Mapping[str, Weights],
         state_key: str,
+        partners: Sequence[str] | None = None,
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
+        """Train the round at ``partners`` (the round's sample; default: every partner)."""
         return gather(
             {
                 n: self._round.submit(self.config, n, spec, weights, scaling, server_round, options, tensors, state_key)
-                for n in self.names
+                for n in (self.names if partners is None else partners)
             }
         )
 

@@ -8,7 +8,7 @@ quorum, the round's metrics and global weights are logged, then the checkpoint i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from prefect import get_run_logger
@@ -17,6 +17,7 @@ from molfed import progress
 from molfed.errors import MolfedError
 from molfed.federated import checkpoint as ck
 from molfed.federated import coordinator as coord
+from molfed.federated.sampling import round_quorum
 from molfed.federated.strategies import Strategy
 from molfed.federated.types import Failure, QuorumError, Weights
 from molfed.models.model import ModelSpec
@@ -77,10 +78,15 @@ class RoundLoop:
         fingerprint: dict[str, Any],
         sections: ck.Sections,
         hooks: Sequence[RoundHook] = (),
+        sample: Callable[[int], list[str]] | None = None,
+        min_partners: int | None = None,
     ):
         self.tracker, self.run_id, self.strategy = tracker, run_id, strategy
         self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
         self.fingerprint, self.sections, self.hooks = fingerprint, sections, list(hooks)
+        self.sample = sample or (lambda server_round: list(self.names))
+        """The partners asked in a round (see :mod:`molfed.federated.sampling`); default: all."""
+        self.min_partners = min_partners
         self.history = ck.RoundHistory()
         self.weights: Weights = {}
         self.done = -1
@@ -133,34 +139,39 @@ class RoundLoop:
         self.tracker.log_metrics(self.run_id, values, step=step)
         self.history.rows[step - 1][f"val_{self.metric}"] = values.get(f"val_{self.metric}")
 
-    def check_quorum(self, stage: str, ok: Sequence[str], failures: Sequence[Failure]) -> None:
-        """Tag and log each failure of ``stage``; raise :class:`QuorumError` if fewer than the quorum succeeded."""
+    def check_quorum(
+        self, stage: str, ok: Sequence[str], failures: Sequence[Failure], quorum: int | None = None
+    ) -> None:
+        """Tag and log each failure of ``stage``; raise :class:`QuorumError` if fewer than ``quorum`` (default: the
+        run's) succeeded."""
+        quorum = self.quorum if quorum is None else quorum
         logger = get_run_logger()
         for f in failures:
             logger.warning("%s: partner %s failed: %s", stage, f.partner, f.reason)
             self.tracker.set_tags(self.run_id, {f"{stage}.failed.{f.partner}": f.reason[:500]})
-        if len(ok) < self.quorum:
+        if len(ok) < quorum:
             reasons = "; ".join(f"{f.partner}: {f.reason}" for f in failures)
-            raise QuorumError(f"{stage}: {len(ok)} partner(s) succeeded, quorum is {self.quorum} ({reasons})")
+            raise QuorumError(f"{stage}: {len(ok)} partner(s) succeeded, quorum is {quorum} ({reasons})")
 
     def run(self, pool: Any, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], rounds: int) -> None:
         """Rounds ``done + 1 .. rounds``, each committed as a checkpoint."""
         for r in range(self.done + 1, rounds + 1):
             for hook in self.hooks:
                 hook.before_round(r)
-            s = self.strategy
+            s, asked = self.strategy, self.sample(r)
+            quorum = round_quorum(len(asked), self.min_partners)
             replies, failures = pool.round(
-                r, spec, self.weights, scaling, s.fit_options(r), s.fit_tensors(r, self.weights), self.run_id
+                r, spec, self.weights, scaling, s.fit_options(r), s.fit_tensors(r, self.weights), self.run_id, asked
             )
-            self.check_quorum(f"round.{r}", list(replies), failures)
+            self.check_quorum(f"round.{r}", list(replies), failures, quorum)
             updates = [replies[n].update for n in self.names if n in replies]
-            outcome = ct.aggregate(s, r, self.weights, updates, failures, self.quorum)
+            outcome = ct.aggregate(s, r, self.weights, updates, failures, quorum)
             rejected = [f for f in outcome.failures if f.partner in replies]
-            self.check_quorum(f"round.{r}", outcome.accepted, rejected)
-            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(self.names))
+            self.check_quorum(f"round.{r}", outcome.accepted, rejected, quorum)
+            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(asked))
             for hook in self.hooks:
                 train.update(hook.after_round(r, list(replies)))
-            self.history.rows.append({"round": r, **train})
+            self.history.rows.append({"round": r, "sampled": ", ".join(asked), **train})
             if r > 1:  # partners evaluated the previous round's global model before training on it
                 self.record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
             self.weights = outcome.weights

@@ -65,10 +65,14 @@ class SitePartners:
         self._local_only: dict[str, Any] = {}
         tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
 
-    def _dispatch(self, action: str, server_round: int = 0, **params: Any) -> tuple[dict[str, Any], list[Failure]]:
-        """Start ``action`` at every partner, wait until each finishes or the timeout passes, read the replies."""
+    def _dispatch(
+        self, action: str, server_round: int = 0, partners: Sequence[str] | None = None, **params: Any
+    ) -> tuple[dict[str, Any], list[Failure]]:
+        """Start ``action`` at ``partners`` (default: every partner), wait until each finishes or the timeout
+        passes, read the replies."""
+        names = self.names if partners is None else list(partners)
         runs = {}
-        for n in self.names:
+        for n in names:
             job = {
                 "partner": n,
                 "action": action,
@@ -99,7 +103,7 @@ class SitePartners:
                 if n in pending or n in offline:
                     client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
         replies, failures = {}, []
-        for n in self.names:
+        for n in names:
             if n in offline:
                 failures.append(
                     Failure(n, f"no worker online for pool 'partner-{n}' after {self.offline_after:.0f} s; start it")
@@ -137,10 +141,12 @@ class SitePartners:
         options: Mapping[str, float],
         tensors: Mapping[str, Weights],
         state_key: str,
+        partners: Sequence[str] | None = None,
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
+        """Train the round at ``partners`` (the round's sample; default: every partner)."""
         if tensors:  # config validation refuses such strategies in sites mode; this guards direct use
             raise ValueError(f"strategy tensors {sorted(tensors)} cannot travel to sites yet")
-        replies, failures = self._dispatch("round", server_round, options=dict(options), state_key=state_key)
+        replies, failures = self._dispatch("round", server_round, partners, options=dict(options), state_key=state_key)
         out = {}
         for n, r in replies.items():
             update = Update(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from molfed.chem.featurize import ATOM_DIM, BOND_DIM
 from molfed.federated.aggregate import weighted_metrics
 from molfed.federated.types import Update
@@ -67,21 +69,37 @@ def combine_partners(per_partner: Mapping[str, Mapping[str, float]], sizes: Mapp
     return {k: (v**0.5 if k.split(".")[0] == "rmse" else v) for k, v in pooled.items()}
 
 
+def spread(values: Sequence[float], metric: str) -> dict[str, float]:
+    """Fairness across partners: the worst partner's value of ``metric`` (max for RMSE-like metrics, min for
+    higher-is-better ones) and the population std of the partners' values; ``{}`` for no values."""
+    if not values:
+        return {}
+    worst = min(values) if higher_is_better(metric) else max(values)
+    return {"worst": float(worst), "std": float(np.std(values))}
+
+
 def split_metrics(
     split: str, per_partner: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int]
 ) -> dict[str, float]:
-    """``{split}_{metric}.{partner}`` for every partner plus ``{split}_{metric}`` over all partners."""
+    """``{split}_{metric}.{partner}`` for every partner, ``{split}_{metric}`` over all partners, and the fairness
+    summaries ``{split}_{metric}.worst`` and ``{split}_{metric}.std`` over the partners present (:func:`spread`)."""
     out: dict[str, float] = {}
+    by_metric: dict[str, list[float]] = {}
     for partner, metrics in per_partner.items():
         for name, value in metrics.items():
             out[f"{split}_{name}.{partner}"] = value
+            by_metric.setdefault(name, []).append(value)
     out.update({f"{split}_{name}": value for name, value in combine_partners(per_partner, sizes).items()})
+    for name, values in by_metric.items():
+        out.update({f"{split}_{name}.{k}": v for k, v in spread(values, name).items()})
     return out
 
 
 def train_metrics(updates: Sequence[Update], n_partners: int) -> dict[str, float]:
-    """Sample-weighted training loss of the round's updates and the count of partners that did not contribute."""
+    """Sample-weighted training loss of the round's updates, the partners asked (``partners_sampled`` =
+    ``n_partners``, the round's sample) and those of them that did not contribute (``partners_failed``)."""
     out = {f"{k}": v for k, v in weighted_metrics([(dict(u.metrics), u.n_samples) for u in updates]).items()}
+    out["partners_sampled"] = float(n_partners)
     out["partners_ok"] = float(len(updates))
     out["partners_failed"] = float(n_partners - len(updates))
     return out

@@ -22,7 +22,7 @@ def test_comparison_rows_with_all_partners_row():
 def test_train_metrics_count_failed_partners():
     w = {}
     out = train_metrics([Update("a", w, 1, {"train_loss": 2.0}), Update("b", w, 3, {"train_loss": 1.0})], 3)
-    assert out == {"train_loss": 1.25, "partners_ok": 2.0, "partners_failed": 1.0}
+    assert out == {"train_loss": 1.25, "partners_sampled": 3.0, "partners_ok": 2.0, "partners_failed": 1.0}
 
 
 def test_decide_promotion_by_metric_direction_and_margin():

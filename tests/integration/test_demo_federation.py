@@ -89,7 +89,7 @@ def test_mlflow_holds_every_round_and_partner_metadata(demo):
     artifacts = {a.path for a in client.list_artifacts(run_id, "global_model")}
     assert artifacts == {f"global_model/round_{r:04d}.pt" for r in range(1, ROUNDS + 1)}
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert plots == {"plots/learning_curves.png", "plots/parity_test.png"}
+    assert plots == {"plots/learning_curves.png", "plots/parity_test.png", "plots/value_of_federation.png"}
     inputs = run.inputs.dataset_inputs
     assert sorted(d.dataset.name for d in inputs) == ["alpha-library", "beta-library", "gamma-library"]
     assert all(d.dataset.source_type == "code" for d in inputs)
