@@ -9,6 +9,10 @@ variate in the checkpoint, partner control variates in the workspaces), baseline
   hook, after beta and gamma already saved their round-3 SCAFFOLD state), then ``molfed resume``;
 - ``faulty``: quorum 2, faults injected per round, stops below quorum in round 4, then resumed with a partner
   failing its final evaluation.
+
+Cost (2-core machine shared with other work, 2026-11-29): ~220-420 s for the module, of which the reference run's
+~100-215 s include the cold start of the ephemeral Prefect server; the subprocess (imports, rounds 1-3, kill) plus
+the resume ~70-130 s; the resume itself ~13-18 s from the kill. Hence ``slow``.
 """
 
 from __future__ import annotations
