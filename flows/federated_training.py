@@ -23,6 +23,7 @@ from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
 from molfed.tracking import Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
+from tasks import integrity
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
 
@@ -45,6 +46,7 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
     try:
+        strategy = integrity.guard(strategy, config, tracker, run_id)  # signatures, screens, secure aggregation
         prepared, failures = pool.prepare()
         for f in failures:
             logger.warning("partner %s sits this run out: %s", f.partner, f.reason)
