@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config and read every partner library (writes rejects.csv)")
     val.add_argument("config", type=Path)
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    keygen = sub.add_parser(
+        "keygen", help="write a partner's update-signing key into its workspace, print the public key"
+    )
+    keygen.add_argument("--workspace", required=True, type=Path, help="the partner's private workspace")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
     return parser
 
 
@@ -102,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _site_worker(args.site_config)
         if args.command == "validate":
             return _validate(args.config, args.overrides)
+        if args.command == "keygen":
+            return _keygen(args.workspace, args.force)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -310,3 +317,13 @@ def _validate(config_path: Path, overrides: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _keygen(workspace: Path, force: bool) -> int:
+    from molfed.federated.keys import PRIVATE_FILE, write_keypair
+
+    public = write_keypair(workspace, overwrite=force)
+    print(f"private key written to {workspace / PRIVATE_FILE} (keep it at this site)", file=sys.stderr)
+    print("add this public key to the coordinator's config under integrity.public_keys.<partner>:", file=sys.stderr)
+    print(public)
+    return 0
