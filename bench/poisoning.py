@@ -22,6 +22,7 @@ from molfed.federated import partner as p
 from molfed.federated.coordinator import model_spec
 from molfed.federated.drills import ATTACKS, run_drill
 from molfed.federated.integrity import Screens
+from molfed.federated.types import QuorumError
 
 SCREENS = Screens(max_norm_ratio=3.0, min_cosine=0.0)
 DEFENSES = {
@@ -78,15 +79,19 @@ def main() -> None:
     started = time.perf_counter()
     for attack in ATTACKS:
         for label, (strategy, screens) in DEFENSES.items():
-            result = run_drill(
-                partners,
-                spec=spec,
-                attack=attack,
-                strategy=strategy,
-                screens=screens,
-                settings=settings,
-                rounds=args.rounds,
-            )
+            try:
+                result = run_drill(
+                    partners,
+                    spec=spec,
+                    attack=attack,
+                    strategy=strategy,
+                    screens=screens,
+                    settings=settings,
+                    rounds=args.rounds,
+                )
+            except QuorumError as exc:  # e.g. plain FedAvg blown up to inf: every later update is non-finite
+                print(f"| {attack} | {label} | diverged | - | round failed: {str(exc)[:60]}... |", flush=True)
+                continue
             clean = result.test_rmse if clean is None else clean
             ratio = result.test_rmse / clean
             print(

@@ -193,6 +193,8 @@ class GuardedStrategy(Strategy):
         except QuorumError:
             self._report(check)
             raise
+        finally:
+            self.secure.transport.end_round(self.run_id, server_round)
         rejected += result.failures
         self._report(RoundCheck(server_round, len(updates), tuple(rejected), len(plain)))
         if len(result.survivors) < min_partners:

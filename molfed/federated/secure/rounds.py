@@ -21,8 +21,9 @@ import numpy as np
 
 from molfed.federated.secure.coordinator import check_masked, unmask_sum
 from molfed.federated.secure.fixedpoint import DEFAULT_SCALE
+from molfed.federated.secure.masks import advert_payload
 from molfed.federated.secure.messages import AdvertisedKeys, EncryptedShare, MaskedUpdate, SecAggError, ShareReveal
-from molfed.federated.signing import MASKED_CONTEXT, UpdateSignature, verify_update
+from molfed.federated.signing import MASKED_CONTEXT, UpdateSignature, load_public_key, verify_message, verify_update
 from molfed.federated.types import Failure, QuorumError, Update, Weights
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class Transport(Protocol):
     ) -> tuple[MaskedUpdate, UpdateSignature | None]: ...
 
     def reveal(self, partner: str, survivors: Sequence[str], *, run_id: str, server_round: int) -> ShareReveal: ...
+
+    def end_round(self, run_id: str, server_round: int) -> None:
+        """Tell every partner the round is over (a dropped or rejected one forgets its held update and secrets)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,10 @@ def secure_round(
     roster = {}
     for n in partners:
         keys = attempt(n, "advertise", stamp(transport.advertise, n, threshold=threshold))
-        if keys is not None:
+        problem = None if keys is None else _advert_problem(keys, n, public_keys, run_id, server_round)
+        if problem:
+            failures.append(Failure(n, f"round keys rejected: {problem}"))
+        elif keys is not None:
             roster[n] = keys
     _enough(len(roster), threshold, "advertised keys", failures)
     sent: dict[str, list[EncryptedShare]] = {}
@@ -147,6 +154,23 @@ def partial_stamp(run_id: str, server_round: int) -> Callable[..., Callable[[], 
         return functools.partial(step, *args, run_id=run_id, server_round=server_round, **kwargs)
 
     return stamp
+
+
+def _advert_problem(
+    keys: AdvertisedKeys, sender: str, public_keys: Mapping[str, str] | None, run_id: str, server_round: int
+) -> str | None:
+    """Screen round keys before broadcasting them: one unauthenticated entry would make every honest partner refuse
+    the roster (and so stop the round)."""
+    if keys.partner != sender:
+        return f"sent by {sender!r} under the name {keys.partner!r}"
+    if public_keys is None:
+        return None
+    if sender not in public_keys:
+        return f"no public key configured for {sender!r}"
+    payload = advert_payload(sender, keys.channel_key, keys.mask_key, run_id=run_id, server_round=server_round)
+    if keys.signature is None or not verify_message(load_public_key(public_keys[sender]), payload, keys.signature):
+        return f"not signed by the key configured for {sender!r} (forged or wrong key)"
+    return None
 
 
 def _problem(
