@@ -15,7 +15,9 @@ from molfed.federated import integrity, jobs, keys
 from molfed.federated.sealing import seal_update
 from molfed.federated.secure import default_threshold
 from molfed.federated.secure.local import LocalTransport
+from molfed.federated.signing import SignedUpdate, signature_to_json
 from molfed.federated.strategies import Strategy
+from molfed.federated.types import Update
 from molfed.tracking import Tracker
 
 
@@ -27,6 +29,13 @@ def seal(config: RunConfig, name: str, reply: jobs.RoundReply, *, run_id: str, s
     key = _signing_key(config, name) if signing and not secure else None
     update = seal_update(reply.update, run_id=run_id, server_round=server_round, signing_key=key, secure=secure)
     return dataclasses.replace(reply, update=update)
+
+
+def signature_json(update: Update) -> dict[str, str | int] | None:
+    """The update's signature as JSON (sites mode replies), None if unsigned."""
+    if isinstance(update, SignedUpdate) and update.signature is not None:
+        return signature_to_json(update.signature)
+    return None
 
 
 def public_keys(config: RunConfig) -> dict[str, str]:

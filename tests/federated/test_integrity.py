@@ -171,3 +171,17 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_refuses_to_overwri
     assert guard.run_round(1, CURRENT, [signed]).accepted == ("a",)
     with pytest.raises(Exception, match="exists already"):
         keys.write_keypair(tmp_path)
+
+
+def test_a_signature_survives_the_json_reply_of_sites_mode():
+    import json
+
+    from molfed.federated.signing import signature_from_json
+    from tasks.integrity import signature_json
+
+    signed = _signed(_update("a", 0))
+    raw = json.loads(json.dumps(signature_json(signed)))
+    back = SignedUpdate("a", signed.weights, signed.n_samples, signature=signature_from_json(raw))
+    guard, _ = _guard(public_keys=PUBLIC)
+    assert guard.run_round(1, CURRENT, [back]).accepted == ("a",)
+    assert signature_json(_update("a", 0)) is None and signature_from_json({"partner": "a"}) is None
