@@ -19,7 +19,7 @@ from molfed.federated.secure.local import held_rounds
 from molfed.federated.signing import generate_keypair
 from molfed.tracking import Tracker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two federations (fixture 165 s at load 12 on 2 cores)
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 2
