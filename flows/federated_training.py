@@ -28,7 +28,7 @@ from molfed.federated.types import QuorumError
 from molfed.privacy import budget as dp
 from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
-from tasks import rounds
+from tasks import integrity, rounds
 from tasks import value as vt
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
@@ -63,6 +63,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
     loop = None
     try:
+        strategy = integrity.guard(strategy, config, tracker, run_id)  # signatures, screens, secure aggregation
         prepared, failures = pool.prepare()
         for f in failures:
             logger.warning("partner %s sits this run out: %s", f.partner, f.reason)

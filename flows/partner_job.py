@@ -18,6 +18,7 @@ from molfed.errors import ConfigError
 from molfed.federated import jobs
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
+from tasks import integrity
 from tasks.partner import load_partner, local_only_from_config, round_from_config
 from tasks.sites import reply_path, update_path
 
@@ -87,11 +88,13 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
             out = round_from_config(
                 config, data, spec, weights, scaling, job.server_round, job.options, None, job.state_key
             )
+            out = integrity.seal(config, job.partner, out, run_id=job.parent_run_id, server_round=job.server_round)
             tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
             reply = {
                 "n_samples": out.update.n_samples,
                 "metrics": dict(out.update.metrics),
                 "incoming_val": out.incoming_val,
+                "signature": integrity.signature_json(out.update),
             }
         elif job.action == "finish":
             weights = tracker.download_weights(job.parent_run_id, f"global_model/round_{job.server_round:04d}.pt")

@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--tracking-uri", default=None, help="default: the config's, else $MLFLOW_TRACKING_URI, ./mlruns")
     aud.add_argument("--prefect-home", type=Path, default=None, help="default: $PREFECT_HOME, else ~/.prefect")
     aud.add_argument("--path", action="append", default=[], type=Path, help="more files or folders (logs)")
+    keygen = sub.add_parser(
+        "keygen", help="write a partner's update-signing key into its workspace, print the public key"
+    )
+    keygen.add_argument("--workspace", required=True, type=Path, help="the partner's private workspace")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
     return parser
 
 
@@ -121,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from molfed.privacy.audit_cli import run_audit
 
             return run_audit(args)
+        if args.command == "keygen":
+            return _keygen(args.workspace, args.force)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -350,3 +357,13 @@ def _validate(config_path: Path, overrides: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _keygen(workspace: Path, force: bool) -> int:
+    from molfed.federated.keys import PRIVATE_FILE, write_keypair
+
+    public = write_keypair(workspace, overwrite=force)
+    print(f"private key written to {workspace / PRIVATE_FILE} (keep it at this site)", file=sys.stderr)
+    print("add this public key to the coordinator's config under integrity.public_keys.<partner>:", file=sys.stderr)
+    print(public)
+    return 0

@@ -253,6 +253,62 @@ class PrivacyConfig(_Model):
     )
 
 
+class IntegrityConfig(_Model):
+    """Integrity of updates: signatures and screening before aggregation (see molfed/federated/integrity.py)."""
+
+    signing: bool = Field(
+        False,
+        description="Partners sign each update (Ed25519) over run id, round, partner name and a weights digest; the "
+        "coordinator rejects unsigned, forged, replayed or altered updates.",
+    )
+    public_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Partner name -> Ed25519 public key (base64 of 32 raw bytes, or PEM) as printed by "
+        "`molfed keygen`. Required for every partner in sites mode; in local mode (simulation) a missing key is "
+        "generated in the partner's workspace and read from there.",
+    )
+    max_delta_norm: float | None = Field(
+        None, gt=0.0, le=1e12, description="Reject an update whose L2 distance to the global weights exceeds this."
+    )
+    max_norm_ratio: float | None = Field(
+        None,
+        ge=1.0,
+        le=1e6,
+        description="Reject an update whose delta is longer than this multiple of the round's median delta (e.g. 3).",
+    )
+    min_cosine: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Reject an update whose delta has cosine below this with the round's coordinate-wise median "
+        "delta (e.g. 0.0 rejects sign-flipped updates).",
+    )
+    min_reference: int = Field(
+        3, ge=2, le=10_000, description="Fewest updates for the relative and direction checks to run (honest majority)."
+    )
+
+    @property
+    def screens(self) -> bool:
+        """Whether any delta screen is configured."""
+        return any(v is not None for v in (self.max_delta_norm, self.max_norm_ratio, self.min_cosine))
+
+
+class SecureAggregationConfig(_Model):
+    """Pairwise-masked secure aggregation: the coordinator sees only masked vectors and their sum."""
+
+    enabled: bool = Field(False, description="Mask updates so that only their weighted sum is revealed (local mode).")
+    threshold: int | None = Field(
+        None,
+        ge=2,
+        le=10_000,
+        description="Partners needed to unmask a round (Shamir threshold); default a strict majority. Up to "
+        "partners - threshold may drop out after sharing keys.",
+    )
+    scale_bits: int = Field(
+        16, ge=4, le=32, description="Fixed-point fractional bits: the mean is exact to about 2^-(bits+1)."
+    )
+
+
 class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
@@ -275,6 +331,8 @@ class RunConfig(_Model):
     champion: ChampionConfig = Field(default_factory=ChampionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     schedule: ScheduleConfig | None = Field(None, description="Retraining schedule of the deployment (off if absent).")
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> RunConfig:
@@ -312,6 +370,7 @@ class RunConfig(_Model):
                     f"partner name {partner.name!r} is reserved (metrics such as test_rmse.{partner.name} "
                     "summarize all partners); choose another"
                 )
+        _check_integrity(self)
         return self
 
     @property
@@ -355,6 +414,66 @@ def _check_sampling(federation: FederationConfig, n_partners: int) -> None:
             f"(fraction_fit {f.fraction_fit:g}, min_fit_partners {f.min_fit_partners}); raise "
             "federation.fraction_fit or federation.min_fit_partners, or lower federation.min_partners"
         )
+
+
+def _check_integrity(config: RunConfig) -> None:
+    """Refuse integrity and secure-aggregation settings that cannot work together (messages name the key)."""
+    names = [p.name for p in config.partners]
+    integrity, secure = config.integrity, config.secure_aggregation
+    unknown = sorted(set(integrity.public_keys) - set(names))
+    if unknown:
+        raise ValueError(f"integrity.public_keys: unknown partner(s) {unknown}; partners are {sorted(names)}")
+    for name, text in integrity.public_keys.items():
+        problem = _public_key_problem(text)
+        if problem:
+            raise ValueError(f"integrity.public_keys.{name}: {problem}")
+    missing = sorted(set(names) - set(integrity.public_keys))
+    if integrity.signing and config.mode == "sites" and missing:
+        raise ValueError(
+            f"integrity.public_keys: sites mode needs every partner's key (run `molfed keygen` at each site); "
+            f"missing {missing}"
+        )
+    if not secure.enabled:
+        return
+    from molfed.federated.secure.compat import SUM_ONLY_STRATEGIES
+
+    strategy = config.federation.strategy
+    if strategy not in SUM_ONLY_STRATEGIES or strategy == "scaffold":
+        usable = sorted(SUM_ONLY_STRATEGIES - {"scaffold"})
+        raise ValueError(
+            f"secure_aggregation.enabled: strategy {strategy!r} needs individual updates (or, for scaffold, extra "
+            f"tensors) that secure aggregation hides; set federation.strategy to one of {usable} or turn it off"
+        )
+    if config.privacy.mode == "client":
+        raise ValueError(
+            "secure_aggregation.enabled: privacy.mode 'client' clips each partner's update at the coordinator, which "
+            "secure aggregation hides; use privacy.mode 'sample' or turn secure aggregation off"
+        )
+    if integrity.screens:
+        raise ValueError(
+            "secure_aggregation.enabled: integrity.max_delta_norm / max_norm_ratio / min_cosine look at individual "
+            "updates, which secure aggregation hides; remove them or turn secure aggregation off"
+        )
+    if config.mode == "sites":
+        raise ValueError(
+            "secure_aggregation.enabled: sites mode does not carry the key-exchange messages yet; use local mode"
+        )
+    if len(names) < 2:
+        raise ValueError("secure_aggregation.enabled: needs at least 2 partners (a sum of one update is that update)")
+    if secure.threshold is not None and secure.threshold > len(names):
+        raise ValueError(
+            f"secure_aggregation.threshold: got {secure.threshold}, expected at most {len(names)} (the partners)"
+        )
+
+
+def _public_key_problem(text: str) -> str | None:
+    from molfed.federated.signing import load_public_key
+
+    try:
+        load_public_key(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_columns(partner: PartnerConfig, tasks: Sequence[str]) -> None:

@@ -17,6 +17,7 @@ from molfed.federated import faults, jobs
 from molfed.federated import partner as p
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
+from tasks import integrity
 from tasks._options import PRIVATE
 
 
@@ -112,9 +113,11 @@ def partner_round(
     state_key: str,
 ) -> jobs.RoundReply:
     faults.inject(name, "round", server_round)
-    return round_from_config(
+    reply = round_from_config(
         config, partner_data(config, name), spec, weights, scaling, server_round, options, tensors, state_key
     )
+    # the flow passes its run id as state_key; the update is signed for it (or held back for secure aggregation)
+    return integrity.seal(config, name, reply, run_id=state_key, server_round=server_round)
 
 
 @task(name="partner-finish", task_run_name="finish-{name}", **PRIVATE)

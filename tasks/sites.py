@@ -20,7 +20,8 @@ from prefect.states import Cancelled
 
 from molfed.config import RunConfig
 from molfed.federated import jobs
-from molfed.federated.types import Failure, Update, Weights
+from molfed.federated.signing import SignedUpdate, signature_from_json
+from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker
 
@@ -149,11 +150,12 @@ class SitePartners:
         replies, failures = self._dispatch("round", server_round, partners, options=dict(options), state_key=state_key)
         out = {}
         for n, r in replies.items():
-            update = Update(
+            update = SignedUpdate(
                 n,
                 self.tracker.download_weights(self.site_runs[n], update_path(server_round)),
                 int(r["n_samples"]),
                 r["metrics"],
+                signature=signature_from_json(r.get("signature")),
             )
             out[n] = jobs.RoundReply(update, r["incoming_val"])
         return out, failures

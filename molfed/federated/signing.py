@@ -23,6 +23,8 @@ from molfed.federated.types import Failure, Update
 from molfed.federated.weights import weights_digest
 
 UPDATE_CONTEXT = "molfed/update/v1"
+MASKED_CONTEXT = "molfed/masked-update/v1"
+"""Context of a signature over a masked (secure-aggregation) vector instead of plain weights."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,42 @@ class UpdateSignature:
     n_samples: int
     signature: str
     """Base64 Ed25519 signature (64 bytes) over :func:`update_payload`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUpdate(Update):
+    """An :class:`~molfed.federated.types.Update` travelling with its partner's signature (None: unsigned)."""
+
+    signature: UpdateSignature | None = None
+
+
+def signature_to_json(signature: UpdateSignature) -> dict[str, str | int]:
+    """JSON-able fields of ``signature`` (for replies that travel as JSON, e.g. sites mode)."""
+    return {
+        "partner": signature.partner,
+        "run_id": signature.run_id,
+        "server_round": signature.server_round,
+        "digest": signature.digest,
+        "n_samples": signature.n_samples,
+        "signature": signature.signature,
+    }
+
+
+def signature_from_json(raw: Mapping[str, object] | None) -> UpdateSignature | None:
+    """Inverse of :func:`signature_to_json`; None for a missing or malformed entry (the update is then unsigned)."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return UpdateSignature(
+            partner=str(raw["partner"]),
+            run_id=str(raw["run_id"]),
+            server_round=int(raw["server_round"]),  # type: ignore[call-overload]
+            digest=str(raw["digest"]),
+            n_samples=int(raw["n_samples"]),  # type: ignore[call-overload]
+            signature=str(raw["signature"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def generate_keypair() -> tuple[str, str]:
@@ -106,10 +144,12 @@ def verify_message(public: Ed25519PublicKey, payload: bytes, signature: bytes) -
     return True
 
 
-def update_payload(*, run_id: str, server_round: int, partner: str, digest: str, n_samples: int) -> bytes:
+def update_payload(
+    *, run_id: str, server_round: int, partner: str, digest: str, n_samples: int, context: str = UPDATE_CONTEXT
+) -> bytes:
     """Canonical bytes that are signed: sorted-key compact ASCII JSON with a context tag."""
     fields = {
-        "context": UPDATE_CONTEXT,
+        "context": context,
         "run_id": run_id,
         "round": int(server_round),
         "partner": partner,
@@ -119,11 +159,28 @@ def update_payload(*, run_id: str, server_round: int, partner: str, digest: str,
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def sign_update(update: Update, private: Ed25519PrivateKey, *, run_id: str, server_round: int) -> UpdateSignature:
-    """Partner side: sign ``update`` for this run and round."""
-    digest = weights_digest(update.weights)
+def sign_update(
+    update: Update,
+    private: Ed25519PrivateKey,
+    *,
+    run_id: str,
+    server_round: int,
+    digest: str | None = None,
+    context: str = UPDATE_CONTEXT,
+) -> UpdateSignature:
+    """Partner side: sign ``update`` for this run and round.
+
+    ``digest`` defaults to :func:`~molfed.federated.weights.weights_digest` of the update's weights; under secure
+    aggregation it is the masked vector's digest, signed with ``context=MASKED_CONTEXT``.
+    """
+    digest = weights_digest(update.weights) if digest is None else digest
     payload = update_payload(
-        run_id=run_id, server_round=server_round, partner=update.partner, digest=digest, n_samples=update.n_samples
+        run_id=run_id,
+        server_round=server_round,
+        partner=update.partner,
+        digest=digest,
+        n_samples=update.n_samples,
+        context=context,
     )
     signature = base64.b64encode(sign_message(private, payload)).decode()
     return UpdateSignature(update.partner, run_id, server_round, digest, update.n_samples, signature)
@@ -136,11 +193,14 @@ def verify_update(
     *,
     run_id: str,
     server_round: int,
+    digest: str | None = None,
+    context: str = UPDATE_CONTEXT,
 ) -> str | None:
     """Coordinator side: why ``update`` must be rejected, or None if its partner's key signed exactly it.
 
     Reasons start with ``unsigned``, ``renamed partner``, ``unknown partner``, ``replayed``, ``tampered`` or
-    ``bad signature`` (forged, or made with another key).
+    ``bad signature`` (forged, or made with another key). ``digest`` and ``context`` as in :func:`sign_update`
+    (the coordinator computes the digest itself).
 
     Raises
     ------
@@ -157,13 +217,18 @@ def verify_update(
         return f"replayed: signed for run {signature.run_id!r}, this is run {run_id!r}"
     if signature.server_round != server_round:
         return f"replayed: signed for round {signature.server_round}, this is round {server_round}"
-    digest = weights_digest(update.weights)
+    digest = weights_digest(update.weights) if digest is None else digest
     if signature.digest != digest:
         return "tampered weights: their digest differs from the signed digest"
     if signature.n_samples != update.n_samples:
         return f"tampered sample count: got n_samples={update.n_samples}, signed {signature.n_samples}"
     payload = update_payload(
-        run_id=run_id, server_round=server_round, partner=update.partner, digest=digest, n_samples=update.n_samples
+        run_id=run_id,
+        server_round=server_round,
+        partner=update.partner,
+        digest=digest,
+        n_samples=update.n_samples,
+        context=context,
     )
     try:
         raw = base64.b64decode(signature.signature, validate=True)

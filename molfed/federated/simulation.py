@@ -1,17 +1,21 @@
 """A bare in-process federation: the same molfed functions as the Prefect flow, without Prefect or MLflow.
 
-Used by the learning test and as the reference loop of the orchestration-overhead benchmark.
+Used by the learning test, the poisoning drills and as the reference loop of the orchestration-overhead benchmark.
+For integrity the loop takes the flow's own pieces: pass a :class:`~molfed.federated.integrity.GuardedStrategy` as
+``strategy`` (signature checks, delta screening, secure aggregation) and a ``seal`` that does to each partner's update
+what the partner does before it leaves (e.g. :func:`~molfed.federated.sealing.seal_update`, or an attack).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from molfed.federated import partner as p
 from molfed.federated.strategies import Strategy
+from molfed.federated.types import Update, Weights
 from molfed.models.model import ModelSpec
 
 
@@ -34,12 +38,21 @@ def simulate(
     rounds: int,
     seed: int,
     state_key: str = "simulation",
+    min_partners: int | None = None,
+    seal: Callable[[Update, int, Weights], Update] | None = None,
 ) -> SimulationResult:
     """Run ``rounds`` of local training + aggregation + validation, sequentially, in this process.
 
     Every round passes the strategy's ``fit_options`` and ``fit_tensors``, the round number and ``state_key`` to
     :func:`~molfed.federated.partner.local_update` exactly as the flow does, so every registered strategy runs here;
-    partner-side state (SCAFFOLD's ``c_i``) lives in each partner's ``workspace``.
+    partner-side state (SCAFFOLD's ``c_i``) lives in each partner's ``workspace``. ``seal(update, round,
+    global weights)`` is applied to each update as it leaves its partner; ``min_partners`` is the quorum (default:
+    every partner).
+
+    Raises
+    ------
+    QuorumError
+        If a round has fewer usable updates than ``min_partners``.
     """
     scaling = p.combine_moments([p.partner_label_moments(d) for d in partners], len(spec.task_names))
     weights = init_weights
@@ -61,7 +74,10 @@ def simulate(
             )
             for d in partners
         ]
-        weights = strategy.run_round(r, weights, updates, min_partners=len(partners)).weights
+        if seal is not None:
+            updates = [seal(u, r, weights) for u in updates]
+        quorum = len(partners) if min_partners is None else min_partners
+        weights = strategy.run_round(r, weights, updates, min_partners=quorum).weights
         history.append(
             {d.name: p.evaluate_partner(d, spec=spec, weights=weights, scaling=scaling)["val"] for d in partners}
         )
