@@ -25,18 +25,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import multiprocessing
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molfed.chem.encode import MolCodes, encode_mol
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, reason_detail, standardize_mol
 from molfed.data.labels import Candidate, parse_label, resolve_duplicates
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, Record, read_records, suffix_of
+from molfed.data.split import murcko_scaffold
 from molfed.errors import InputError
 
 __all__ = ["Library", "Reject", "TaskType", "file_digest", "read_library", "write_rejects"]
@@ -95,6 +100,10 @@ class Library:
         Rows merged into an earlier row of the same molecule.
     digest
         SHA-256 (hex) of the library file's bytes.
+    codes
+        Graph codes of ``mols`` (:func:`~molfed.chem.encode.encode_mol`), when read with ``featurize=True``.
+    scaffolds
+        Murcko scaffold SMILES of ``mols``, when read with ``featurize=True``.
     """
 
     mols: tuple[Chem.Mol, ...]
@@ -106,6 +115,8 @@ class Library:
     n_input_rows: int
     n_duplicates_merged: int
     digest: str
+    codes: tuple[MolCodes, ...] | None = None
+    scaffolds: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.mols)
@@ -133,6 +144,8 @@ def read_library(
     standardize: StandardizeOptions = _DEFAULT_STANDARDIZE,
     duplicates: DuplicatePolicy = "merge",
     partner: str | None = None,
+    featurize: bool = False,
+    workers: int = 1,
 ) -> Library:
     """Read, check and standardize a partner library.
 
@@ -158,6 +171,14 @@ def read_library(
         ``duplicate``; ``"reject"`` rejects every row of the group as ``duplicate``.
     partner
         Partner name, used to prefix error messages.
+    featurize
+        Also encode each kept molecule's graph and Murcko scaffold (``Library.codes``, ``Library.scaffolds``),
+        in the same pass (and the same worker processes) as parsing and standardization.
+    workers
+        Processes for the per-molecule work (parse, labels, standardize, InChIKey, and with ``featurize`` the
+        graph codes and scaffold). 1 works in this process; more split the rows into chunks handled by a pool
+        of that many processes, merged back in row order, so the result does not depend on ``workers``.
+        Worth it from a few thousand molecules on (the first pool of a process takes a second or two to start).
 
     Returns
     -------
@@ -175,15 +196,27 @@ def read_library(
     source = Path(path)
     digest, records = read_records(source, smiles_column, tuple(label_columns), partner)
     structure_column = STRUCTURE_COLUMN_SDF if suffix_of(source) == ".sdf" else smiles_column
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}")
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
-    with rdBase.BlockLogs():
-        for record in records:
-            outcome = _process(record, structure_column, label_columns, task_types, standardize)
+    extras: dict[int, tuple[MolCodes, str]] = {}
+    work = partial(
+        _process_chunk,
+        structure_column=structure_column,
+        label_columns=tuple(label_columns),
+        task_types=tuple(task_types),
+        options=standardize,
+        featurize=featurize,
+    )
+    for outcomes in _map_chunks(work, records, workers):
+        for outcome, extra in outcomes:
             if isinstance(outcome, Reject):
                 rejects.append(outcome)
             else:
                 candidates.append(outcome)
+                if extra is not None:
+                    extras[outcome.row] = extra
     kept, dup_rejects, n_merged = resolve_duplicates(
         candidates, task_types, duplicates, label_columns=label_columns, structure_column=structure_column
     )
@@ -214,7 +247,54 @@ def read_library(
         n_input_rows=len(records),
         n_duplicates_merged=n_merged,
         digest=digest,
+        codes=tuple(extras[c.row][0] for c in kept) if featurize else None,
+        scaffolds=tuple(extras[c.row][1] for c in kept) if featurize else None,
     )
+
+
+_Outcome = tuple["Candidate | Reject", "tuple[MolCodes, str] | None"]
+
+
+def _process_chunk(
+    records: Sequence[Record],
+    *,
+    structure_column: str,
+    label_columns: Sequence[str],
+    task_types: Sequence[TaskType],
+    options: StandardizeOptions,
+    featurize: bool,
+) -> list[_Outcome]:
+    """Process records in order (in this process or a worker); RDKit's logs are blocked."""
+    out: list[_Outcome] = []
+    with rdBase.BlockLogs():
+        for record in records:
+            outcome = _process(record, structure_column, label_columns, task_types, options)
+            extra = None
+            if featurize and isinstance(outcome, Candidate):
+                extra = (encode_mol(outcome.mol), murcko_scaffold(outcome.mol))
+            out.append((outcome, extra))
+    return out
+
+
+def _map_chunks(work: partial[list[_Outcome]], records: list[Record], workers: int) -> Iterator[list[_Outcome]]:
+    """``work`` over chunks of ``records``, in order: in this process, or over a pool of worker processes.
+
+    Workers fork from a ``forkserver`` (started once per process, with this module preloaded), never from this
+    process: the caller may run threads (Prefect, torch, other partners) that a plain fork would copy mid-flight.
+    """
+    if workers == 1 or len(records) < 2 * _MIN_CHUNK:
+        yield work(records)
+        return
+    size = max(_MIN_CHUNK, min(_MAX_CHUNK, -(-len(records) // (4 * workers))))
+    chunks = [records[i : i + size] for i in range(0, len(records), size)]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
+        yield from pool.map(work, chunks)
+
+
+_MIN_CHUNK = 64
+_MAX_CHUNK = 2048
 
 
 def _check_arguments(
