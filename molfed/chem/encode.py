@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 from rdkit import Chem
+from rdkit.Chem import rdqueries
 
 __all__ = [
     "ATOM_BLOCKS",
@@ -125,6 +126,8 @@ class MolCodes(NamedTuple):
     """``'i'``: begin and end atom index of each bond, interleaved (``2 * num_bonds`` values)."""
 
 
+_HAS_CHIRAL_TAG: Final = rdqueries.HasChiralTagQueryAtom()
+_UNSPECIFIED: Final = _CT.CHI_UNSPECIFIED
 # Raw tuple -> code. Plain dicts: a race between threads computes the same value twice, harmlessly.
 _ATOM_CODES: dict[tuple, int] = {}
 _BOND_CODES: dict[tuple, int] = {}
@@ -144,6 +147,8 @@ def encode_mol(mol: Chem.Mol) -> MolCodes:
     """
     atoms, bonds, ends = array("i"), array("B"), array("i")
     atom_codes, bond_codes = _ATOM_CODES, _BOND_CODES
+    # One C++ query instead of an enum-returning getter per atom when no atom has a chiral tag (most molecules).
+    chiral = len(mol.GetAtomsMatchingQuery(_HAS_CHIRAL_TAG)) > 0
     # Index access (not mol.GetAtoms()) avoids RDKit's pure-Python sequence wrapper.
     get_atom = mol.GetAtomWithIdx
     for idx in range(mol.GetNumAtoms()):
@@ -156,7 +161,7 @@ def encode_mol(mol: Chem.Mol) -> MolCodes:
             atom.GetIsAromatic(),
             atom.GetTotalNumHs(),
             atom.IsInRing(),
-            atom.GetChiralTag(),
+            atom.GetChiralTag() if chiral else _UNSPECIFIED,
         )
         code = atom_codes.get(key)
         if code is None:

@@ -138,3 +138,11 @@ def test_fast_data_is_what_data_init_builds():
     assert batch.num_graphs == 2 and torch.equal(batch.batch, torch.tensor([0, 0, 1, 1]))
     fast.z = torch.zeros(2)  # still a normal Data afterwards
     assert "z" in fast
+
+
+def test_rare_chiral_tags_take_the_per_atom_path():
+    mol = Chem.MolFromSmiles("CC(O)N")
+    mol.GetAtomWithIdx(1).SetChiralTag(Chem.ChiralType.CHI_OTHER)
+    graph = mol_to_graph(mol)
+    assert_same(graph, reference_graph(mol), "CHI_OTHER")
+    assert graph.x[1, 42] == 1  # chirality block, "other"
