@@ -113,7 +113,10 @@ def main() -> None:
     torch.set_num_threads(1)
     smiles = list(dm.data.freesolv()["smiles"]) * args.repeat
     r = per_core(smiles)
-    print(f"per core: {len(smiles)} SMILES (FreeSolv x {args.repeat}), 1 process, 1 torch thread, best CPU time of 5 round-robin")
+    print(
+        f"per core: {len(smiles)} SMILES (FreeSolv x {args.repeat}), 1 process, 1 torch thread, "
+        "best CPU time of 5 round-robin"
+    )
     row("target / step", "figure", "reference", "ratio")
     row("bare Chem.MolFromSmiles", f"{r['bare']:.0f} mol/s")
     row(
