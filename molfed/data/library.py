@@ -25,10 +25,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import multiprocessing
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,11 +38,12 @@ from rdkit import Chem, rdBase
 from molfed.chem.encode import MolCodes, encode_mol
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, reason_detail, standardize_mol
 from molfed.data.labels import Candidate, parse_label, resolve_duplicates
+from molfed.data.parallel import map_chunks
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, Record, read_records, suffix_of
 from molfed.data.split import murcko_scaffold
 from molfed.errors import InputError
 
-__all__ = ["Library", "Reject", "TaskType", "file_digest", "read_library", "write_rejects"]
+__all__ = ["Library", "Outcome", "Reject", "TaskType", "file_digest", "process_chunk", "read_library", "write_rejects"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,20 +195,18 @@ def read_library(
     source = Path(path)
     digest, records = read_records(source, smiles_column, tuple(label_columns), partner)
     structure_column = STRUCTURE_COLUMN_SDF if suffix_of(source) == ".sdf" else smiles_column
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1; got {workers}")
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
     extras: dict[int, tuple[MolCodes, str]] = {}
     work = partial(
-        _process_chunk,
+        process_chunk,
         structure_column=structure_column,
         label_columns=tuple(label_columns),
         task_types=tuple(task_types),
         options=standardize,
         featurize=featurize,
     )
-    for outcomes in _map_chunks(work, records, workers):
+    for outcomes in map_chunks(work, records, workers, preload=[__name__]):
         for outcome, extra in outcomes:
             if isinstance(outcome, Reject):
                 rejects.append(outcome)
@@ -252,10 +249,11 @@ def read_library(
     )
 
 
-_Outcome = tuple["Candidate | Reject", "tuple[MolCodes, str] | None"]
+Outcome = tuple["Candidate | Reject", "tuple[MolCodes, str] | None"]
+"""A record's fate, with its graph codes and scaffold when featurized."""
 
 
-def _process_chunk(
+def process_chunk(
     records: Sequence[Record],
     *,
     structure_column: str,
@@ -263,9 +261,12 @@ def _process_chunk(
     task_types: Sequence[TaskType],
     options: StandardizeOptions,
     featurize: bool,
-) -> list[_Outcome]:
-    """Process records in order (in this process or a worker); RDKit's logs are blocked."""
-    out: list[_Outcome] = []
+) -> list[Outcome]:
+    """Turn records into candidates or rejects, in order, with graph codes and scaffolds if ``featurize``.
+
+    The per-row work of :func:`read_library` (run in this process or a worker); RDKit's logs are blocked.
+    """
+    out: list[Outcome] = []
     with rdBase.BlockLogs():
         for record in records:
             outcome = _process(record, structure_column, label_columns, task_types, options)
@@ -274,27 +275,6 @@ def _process_chunk(
                 extra = (encode_mol(outcome.mol), murcko_scaffold(outcome.mol))
             out.append((outcome, extra))
     return out
-
-
-def _map_chunks(work: partial[list[_Outcome]], records: list[Record], workers: int) -> Iterator[list[_Outcome]]:
-    """``work`` over chunks of ``records``, in order: in this process, or over a pool of worker processes.
-
-    Workers fork from a ``forkserver`` (started once per process, with this module preloaded), never from this
-    process: the caller may run threads (Prefect, torch, other partners) that a plain fork would copy mid-flight.
-    """
-    if workers == 1 or len(records) < 2 * _MIN_CHUNK:
-        yield work(records)
-        return
-    size = max(_MIN_CHUNK, min(_MAX_CHUNK, -(-len(records) // (4 * workers))))
-    chunks = [records[i : i + size] for i in range(0, len(records), size)]
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
-        yield from pool.map(work, chunks)
-
-
-_MIN_CHUNK = 64
-_MAX_CHUNK = 2048
 
 
 def _check_arguments(

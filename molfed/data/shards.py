@@ -29,7 +29,8 @@ from torch_geometric.loader import DataLoader
 from molfed.chem.encode import CodeArrays, concat_codes
 from molfed.chem.featurize import graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions
-from molfed.data.library import Reject, TaskType, _map_chunks, _process_chunk
+from molfed.data.library import Reject, TaskType, process_chunk
+from molfed.data.parallel import map_chunks
 from molfed.data.readers import Record
 from molfed.errors import InputError
 from molfed.models.model import MoleculeModel
@@ -95,7 +96,7 @@ def write_shards(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     work = partial(
-        _process_chunk,
+        process_chunk,
         structure_column=smiles_column,
         label_columns=tuple(label_columns),
         task_types=tuple(task_types),
@@ -111,7 +112,7 @@ def write_shards(
         for records in _csv_chunks(Path(path), smiles_column, label_columns, chunk_size):
             n_rows += len(records)
             codes, labels, scaffolds, rejects = [], [], [], []
-            for outcomes in _map_chunks(work, records, workers):
+            for outcomes in map_chunks(work, records, workers, preload=["molfed.data.library"]):
                 for outcome, extra in outcomes:
                     if isinstance(outcome, Reject):
                         rejects.append(outcome)
