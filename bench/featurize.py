@@ -93,13 +93,15 @@ def library(n: int) -> dict[str, float]:
         path = write_library(Path(tmp) / "lib.csv", n)
         out = {}
         for workers in (1, 2):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             cold = featurize_library(path, Path(tmp) / f"ws{workers}", **opts, workers=workers)
             out[f"cold{workers}"] = time.perf_counter() - start
+            out[f"cold{workers}_cpu"] = time.process_time() - cpu
             assert not cold.cache_hit
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         warm = featurize_library(path, Path(tmp) / "ws1", **opts)
         out["warm"] = time.perf_counter() - start
+        out["warm_cpu"] = time.process_time() - cpu
         assert warm.cache_hit and len(warm.graphs) == len(cold.graphs)
         out["n"] = len(cold.graphs)
     return out
@@ -141,7 +143,11 @@ def main() -> None:
     lib = library(args.library)
     n = lib["n"]
     print(f"\nlibrary pipeline: {n} distinct molecules (FreeSolv + analogs), read to graphs, cold vs cache hit")
-    row("   library cold, 1 process", f"{n / lib['cold1']:.0f} mol/s", f"({lib['cold1']:.2f} s)")
+    row(
+        "   library cold, 1 process",
+        f"{n / lib['cold1']:.0f} mol/s",
+        f"({lib['cold1']:.2f} s wall, {n / lib['cold1_cpu']:.0f} mol/CPU-s)",
+    )
     row(
         "1. library cold, 2 processes",
         f"{n / lib['cold2']:.0f} mol/s",
@@ -154,6 +160,14 @@ def main() -> None:
         "cold, 1 process",
         f"{lib['cold1'] / lib['warm']:.0f}x faster (target >= 50x)",
     )
+    row(
+        "2. cache hit, CPU time",
+        f"{lib['warm_cpu'] * 1000:.0f} ms",
+        "cold, 1 process, CPU",
+        f"{lib['cold1_cpu'] / lib['warm_cpu']:.0f}x less CPU (target >= 50x)",
+    )
+    print("   (2 processes: wall time only; the workers' CPU is not this process's. On a shared machine the wall")
+    print("    ratios mostly measure other users' load; the CPU-time rows are this process's own work.)")
 
 
 if __name__ == "__main__":

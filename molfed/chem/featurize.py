@@ -165,7 +165,7 @@ def graphs_from_codes(codes: CodeArrays, y: np.ndarray | None = None) -> tuple[D
     eas = torch.split(edge_attr, n_edges)
     if labels is None:
         return tuple(_graph({"x": a, "edge_index": b, "edge_attr": c}) for a, b, c in zip(xs, eis, eas, strict=True))
-    ys = torch.split(torch.from_numpy(labels), 1)
+    ys = torch.from_numpy(labels).unsqueeze(1).unbind(0)  # [1, n_tasks] views
     return tuple(
         _graph({"x": a, "edge_index": b, "edge_attr": c, "y": d}) for a, b, c, d in zip(xs, eis, eas, ys, strict=True)
     )

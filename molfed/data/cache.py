@@ -145,7 +145,7 @@ def _save(
     payload = {
         **{name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in codes._asdict().items()},
         "y": torch.from_numpy(labels),
-        "scaffolds": list(lib.scaffolds),
+        "scaffolds": "\n".join(lib.scaffolds),  # one string: weights_only unpickling is slow per object
         "rejects": [[r.row, r.reason, r.column, r.detail] for r in rejects],
         "meta": {
             "digest": lib.digest,
@@ -165,11 +165,12 @@ def _load(cache_file: Path, digest: str) -> tuple[FeaturizedLibrary, list[Reject
     if meta["digest"] != digest:
         raise ValueError("digest mismatch")
     codes = CodeArrays(**{name: payload[name].numpy() for name in CodeArrays._fields})
-    if not len(codes.num_atoms) == len(payload["scaffolds"]) == len(payload["y"]):
+    scaffolds = tuple(payload["scaffolds"].split("\n"))
+    if not len(codes.num_atoms) == len(scaffolds) == len(payload["y"]):
         raise ValueError("inconsistent cache")
     lib = FeaturizedLibrary(
         graphs=graphs_from_codes(codes, payload["y"].numpy()),
-        scaffolds=tuple(payload["scaffolds"]),
+        scaffolds=scaffolds,
         digest=meta["digest"],
         n_input_rows=int(meta["n_input_rows"]),
         n_duplicates_merged=int(meta["n_duplicates_merged"]),

@@ -138,7 +138,7 @@ def write_shards(
 
 def _save_shard(path: Path, codes: CodeArrays, y: np.ndarray, scaffolds: list[str]) -> None:
     payload = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in codes._asdict().items()}
-    torch.save({**payload, "y": torch.from_numpy(y), "scaffolds": scaffolds}, path)
+    torch.save({**payload, "y": torch.from_numpy(y), "scaffolds": "\n".join(scaffolds)}, path)
 
 
 def load_shard(path: Path) -> tuple[Data, ...]:
