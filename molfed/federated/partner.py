@@ -95,6 +95,7 @@ def prepare_partner(
     duplicates: str,
     split_fractions: tuple[float, float, float],
     seed: int,
+    workers: int = 1,
 ) -> PartnerData:
     """Featurize (or load from the workspace cache) and scaffold-split one partner's library.
 
@@ -109,6 +110,7 @@ def prepare_partner(
         standardize=standardize,
         duplicates=duplicates,
         partner=name,
+        workers=workers,
     )
     key = (
         name,
