@@ -1,6 +1,6 @@
 """Distinct valid molecules for benchmarks: FreeSolv's molecules and analogs made by substituting hydrogens.
 
-Analogs put one or two substituents (halogens, methyl, hydroxy, amino, nitrile, ...) on carbons that carry a
+Analogs put one to three substituents (halogens, methyl, hydroxy, amino, nitrile, ...) on carbons that carry a
 hydrogen; canonical SMILES make them distinct. Deterministic; nothing is written unless asked.
 
     python bench/molecules.py 100000 out.csv     # SMILES + a synthetic label, one row per molecule
@@ -56,7 +56,7 @@ def _split_first_atom(smiles: str) -> tuple[str, str]:
 
 
 def molecules(n: int, seed: int = 0) -> Iterator[str]:
-    """Yield ``n`` distinct canonical SMILES: FreeSolv's, then single, then double substitution analogs."""
+    """Yield ``n`` distinct canonical SMILES: FreeSolv's, then single, double, triple substitution analogs."""
     rng = random.Random(seed)
     parents = [Chem.MolFromSmiles(s) for s in dm.data.freesolv()["smiles"]]
     seen: set[str] = set()
@@ -69,7 +69,7 @@ def molecules(n: int, seed: int = 0) -> Iterator[str]:
                 if len(seen) >= n:
                     return
         sites = [[a.GetIdx() for a in m.GetAtoms() if a.GetSymbol() == "C" and a.GetTotalNumHs() > 0] for m in parents]
-        for depth in (1, 2):
+        for depth in (1, 2, 3):
             combos = []
             for i, s in enumerate(sites):
                 for pos in itertools.combinations(s, depth):
