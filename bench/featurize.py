@@ -35,7 +35,6 @@ from molecules import write_library  # noqa: E402
 from molfed.chem.encode import concat_codes, encode_mol  # noqa: E402
 from molfed.chem.featurize import graphs_from_codes  # noqa: E402
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol  # noqa: E402
-from molfed.data.cache import featurize_library  # noqa: E402
 
 
 def best_times(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
@@ -82,40 +81,25 @@ def per_core(smiles: list[str]) -> dict[str, float]:
     return {k: n / v for k, v in t.items()}
 
 
-LIBRARY_OPTIONS = dict(
-    smiles_column="smiles",
-    label_columns=["y"],
-    task_types=["regression"],
-    standardize=StandardizeOptions(),
-    duplicates="merge",
-)
-
-
 def library(n: int) -> dict[str, float]:
-    opts = LIBRARY_OPTIONS
     with tempfile.TemporaryDirectory() as tmp:
         path = write_library(Path(tmp) / "lib.csv", n)
         out = {}
-        for workers in (1, 2):
-            start, cpu = time.perf_counter(), time.process_time()
-            cold = featurize_library(path, Path(tmp) / f"ws{workers}", **opts, workers=workers)
-            out[f"cold{workers}"] = time.perf_counter() - start
-            out[f"cold{workers}_cpu"] = time.process_time() - cpu
-            assert not cold.cache_hit
-        # the second run is a new process: time its featurization step there (after its imports)
+        # each run is a new process, as in production (whose __main__ is the light ``molfed`` CLI, which is
+        # what worker processes import); timed there around the featurization step, after the imports
         code = (
-            "import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[3]);"
-            "from featurize import LIBRARY_OPTIONS as o; from molfed.data.cache import featurize_library as f;"
+            "import sys, time; from pathlib import Path; from molfed.chem.standardize import StandardizeOptions;"
+            "from molfed.data.cache import featurize_library as f;"
+            "o = dict(smiles_column='smiles', label_columns=['y'], task_types=['regression'],"
+            " standardize=StandardizeOptions(), duplicates='merge', workers=int(sys.argv[3]));"
             "w, c = time.perf_counter(), time.process_time(); r = f(Path(sys.argv[1]), Path(sys.argv[2]), **o);"
             "print(r.cache_hit, len(r.graphs), time.perf_counter() - w, time.process_time() - c)"
         )
-        args = [sys.executable, "-c", code, str(path), str(Path(tmp) / "ws1"), str(Path(__file__).parent)]
-        hit, n_graphs, out["warm"], out["warm_cpu"] = subprocess.run(
-            args, capture_output=True, text=True, check=True
-        ).stdout.split()
-        assert hit == "True" and int(n_graphs) == len(cold.graphs)
-        out["warm"], out["warm_cpu"] = float(out["warm"]), float(out["warm_cpu"])
-        out["n"] = len(cold.graphs)
+        for case, workers, ws in (("cold1", 1, "ws1"), ("cold2", 2, "ws2"), ("warm", 1, "ws1")):
+            args = [sys.executable, "-c", code, str(path), str(Path(tmp) / ws), str(workers)]
+            hit, n_graphs, wall, cpu = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+            assert (hit == "True") == (case == "warm")
+            out[case], out[f"{case}_cpu"], out["n"] = float(wall), float(cpu), int(n_graphs)
     return out
 
 
