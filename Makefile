@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-large clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,17 @@ lint: setup
 	$(BIN)/ruff check molfed tasks flows tests bench
 	$(BIN)/mypy
 
+# Every issue-5 target's figure next to its reference, measured side by side (see bench/*.py docstrings).
+# Takes several minutes (mostly the 4 fresh-process federation runs of bench/overhead.py).
 bench: setup
-	$(BIN)/python bench/featurize.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/featurize.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/throughput.py
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/large.py 20000 --chunk 5000
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/overhead.py --rounds 10
+
+# Target 3 at full size: a 1,000,000-molecule library (generated, not committed); tens of minutes.
+bench-large: setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/large.py 1000000 --workers 2
 
 clean:
 	rm -rf mlruns/mlflow.db mlruns/artifacts .prefect workspaces demo_data

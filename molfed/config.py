@@ -99,6 +99,13 @@ class DataConfig(_Model):
     split_fractions: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="Per-partner scaffold split: train, validation, test fractions."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Processes per partner for featurizing a library (parse, standardize, graphs); same result "
+        "for any value. Worth it from a few thousand molecules on.",
+    )
 
     @field_validator("split_fractions")
     @classmethod

@@ -44,6 +44,7 @@ def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
         duplicates=config.data.duplicates,
         split_fractions=config.data.split_fractions,
         seed=config.seed,
+        workers=config.data.workers,
     )
 
 

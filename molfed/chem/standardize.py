@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -89,13 +90,15 @@ class StandardizeOptions:
     canonical_tautomer: bool = False
 
 
-def sanitize_reason(mol: Chem.Mol | None) -> str | None:
+def sanitize_reason(mol: Chem.Mol | None, text: str | None = None) -> str | None:
     """Sanitize an unsanitized molecule in place and return a failure category.
 
     Parameters
     ----------
     mol
         Molecule parsed with ``sanitize=False``, or ``None`` when parsing failed.
+    text
+        The SMILES it was parsed from, if any (lets cheap text checks skip an atom loop).
 
     Returns
     -------
@@ -106,7 +109,7 @@ def sanitize_reason(mol: Chem.Mol | None) -> str | None:
         return "unparsable_smiles"
     if mol.GetNumAtoms() == 0:
         return "empty_molecule"
-    reason = _structure_reason(mol)
+    reason = _structure_reason(mol, text)
     if reason is not None:
         return reason
     try:
@@ -139,7 +142,7 @@ def parse_smiles(smiles: str) -> tuple[Chem.Mol | None, str | None]:
         return None, "unparsable_smiles"
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(text, sanitize=False)
-        reason = sanitize_reason(mol)
+        reason = sanitize_reason(mol, text)
     if reason is not None:
         return None, reason
     return mol, None
@@ -187,10 +190,17 @@ REASON_TEXT: Final = {
 """Explanations of molfed's own reasons, where RDKit has nothing to say (for rejects files)."""
 
 
-def _structure_reason(mol: Chem.Mol) -> str | None:
-    """``too_large`` or ``wildcard_atom`` for an unsanitized molecule (cheap: before any ring perception)."""
-    if mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
+def _structure_reason(mol: Chem.Mol, text: str | None = None) -> str | None:
+    """``too_large`` or ``wildcard_atom`` for an unsanitized molecule (cheap: before any ring perception).
+
+    With the SMILES ``text`` the atom loop is skipped when the text cannot hold the problem: an atom takes at
+    least one character, and a dummy atom needs ``*`` or ``#0`` (``[#0]``); a CXSMILES extension (``|``) can
+    relabel atoms, so it always takes the loop.
+    """
+    if (text is None or len(text) > MAX_HEAVY_ATOMS) and mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
         return "too_large"
+    if text is not None and "*" not in text and "#0" not in text and "|" not in text:
+        return None
     if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
         return "wildcard_atom"
     return None
@@ -208,21 +218,37 @@ def clean_log_text(messages: str) -> str:
     return " | ".join(line for line in lines if line)
 
 
-class _Standardizers:
-    """RDKit standardizer objects, built once per process (they are costly to create)."""
+class _Standardizers(threading.local):
+    """RDKit standardizer objects, built once per thread (costly to create; not shared across threads).
 
-    _instance: _Standardizers | None = None
+    ``rdMolStandardize.Cleanup(mol)`` builds its metal disconnector, normalizer (dozens of reaction SMARTS) and
+    reionizer on every call; :func:`standardize_mol` runs the same steps with these prebuilt ones instead.
+    """
 
     def __init__(self) -> None:
+        self.disconnector = rdMolStandardize.MetalDisconnector()
+        self.normalizer = rdMolStandardize.Normalizer()
+        self.reionizer = rdMolStandardize.Reionizer()
         self.chooser = rdMolStandardize.LargestFragmentChooser()
         self.uncharger = rdMolStandardize.Uncharger()
         self.tautomers = rdMolStandardize.TautomerEnumerator()
 
-    @classmethod
-    def get(cls) -> _Standardizers:
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
+
+_TOOLS = _Standardizers()
+
+
+def _cleanup(mol: Chem.Mol) -> Chem.Mol:
+    """``rdMolStandardize.Cleanup`` with default parameters: its steps, in its order, with prebuilt tools.
+
+    RDKit's ``cleanupInPlace``: remove Hs, disconnect metals, normalize, reionize, assign stereochemistry
+    (``cleanIt=True, force=True``). ``tests/chem`` checks the result equals ``Cleanup``'s.
+    """
+    out = Chem.RemoveHs(mol)
+    _TOOLS.disconnector.DisconnectInPlace(out)
+    _TOOLS.normalizer.normalizeInPlace(out)
+    _TOOLS.reionizer.reionizeInPlace(out)
+    Chem.AssignStereochemistry(out, cleanIt=True, force=True)
+    return out
 
 
 def standardize_mol(mol: Chem.Mol, options: StandardizeOptions) -> Chem.Mol:
@@ -249,10 +275,10 @@ def standardize_mol(mol: Chem.Mol, options: StandardizeOptions) -> Chem.Mol:
     ValueError
         If RDKit fails on the molecule (the message carries no structure).
     """
-    tools = _Standardizers.get()
+    tools = _TOOLS
     with rdBase.BlockLogs():
         try:
-            out = rdMolStandardize.Cleanup(mol)
+            out = _cleanup(mol)
             if options.largest_fragment:
                 out = tools.chooser.choose(out)
             if options.neutralize:

@@ -1,9 +1,11 @@
 """Partner-side cache of featurized graphs, in the partner's workspace, keyed by what determines its content.
 
-The key covers the library file's SHA-256, the featurizer signature, standardization and duplicate options and
-the label columns, so a changed library or featurizer re-featurizes and an unchanged one loads in milliseconds.
-Graphs are stored as concatenated tensors plus offsets (``torch.load(weights_only=True)``-safe), never pickled
-objects, and never leave the workspace.
+The key covers the library file's SHA-256, the featurizer signature, the cache format, standardization and
+duplicate options and the label columns, so a changed library or featurizer re-featurizes and an unchanged one
+loads in milliseconds. Graphs are stored as their compact codes (:mod:`molfed.chem.encode`: 4 bytes per atom,
+9 per bond) plus labels, scaffolds and the rejects report, as tensors and plain lists
+(``torch.load(weights_only=True)``-safe), never pickled objects, and never leave the workspace. A cache hit
+rewrites ``rejects.csv`` exactly as the cold run did.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from molfed.chem.featurize import featurizer_signature, mol_to_graph
+from molfed.chem.encode import CodeArrays, concat_codes
+from molfed.chem.featurize import featurizer_signature, graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions
-from molfed.data.library import Library, file_digest, read_library, write_rejects
-from molfed.data.split import murcko_scaffold
+from molfed.data.library import Reject, file_digest, read_library, write_rejects
 from molfed.errors import InputError
 
 log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2
+"""Version of the cache file layout; part of the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ def cache_key(
     payload = {
         "library": digest,
         "featurizer": featurizer_signature(),
+        "format": CACHE_FORMAT,
         "smiles_column": smiles_column,
         "labels": list(label_columns),
         "task_types": list(task_types),
@@ -73,11 +80,13 @@ def featurize_library(
     standardize: StandardizeOptions,
     duplicates: str,
     partner: str | None = None,
+    workers: int = 1,
 ) -> FeaturizedLibrary:
     """Load a library's graphs from the workspace cache, or read, featurize and cache it.
 
-    On a miss, ``<workspace>/rejects.csv`` is rewritten. Raises :class:`~molfed.errors.InputError` for unusable
-    libraries (see :func:`~molfed.data.library.read_library`).
+    Either way ``<workspace>/rejects.csv`` is (re)written with the library's rejects. ``workers`` processes
+    share the per-molecule work of a cold run (see :func:`~molfed.data.library.read_library`). Raises
+    :class:`~molfed.errors.InputError` for unusable libraries.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,9 +104,12 @@ def featurize_library(
     cache_file = workspace / "cache" / f"graphs-{key}.pt"
     if cache_file.exists():
         try:
-            return _load(cache_file, digest)
+            result, rejects = _load(cache_file, digest)
         except Exception as exc:  # a corrupt cache is rebuilt, never trusted
             log.warning("partner %s: ignoring unreadable graph cache (%s)", partner, type(exc).__name__)
+        else:
+            write_rejects(rejects, workspace / "rejects.csv", partner=partner)
+            return result
     library = read_library(
         path,
         smiles_column=smiles_column,
@@ -106,38 +118,35 @@ def featurize_library(
         standardize=standardize,
         duplicates=duplicates,  # type: ignore[arg-type]
         partner=partner,
+        featurize=True,
+        workers=workers,
     )
     workspace.mkdir(parents=True, exist_ok=True)
-    write_rejects(library.rejects, workspace / "rejects.csv")
-    result = _featurize(library)
-    _save(cache_file, result)
-    return result
-
-
-def _featurize(library: Library) -> FeaturizedLibrary:
-    graphs = tuple(mol_to_graph(mol, y) for mol, y in zip(library.mols, library.labels, strict=True))
-    scaffolds = tuple(murcko_scaffold(mol) for mol in library.mols)
-    return FeaturizedLibrary(
-        graphs=graphs,
-        scaffolds=scaffolds,
+    write_rejects(library.rejects, workspace / "rejects.csv", partner=partner)
+    assert library.codes is not None and library.scaffolds is not None
+    codes = concat_codes(library.codes)
+    result = FeaturizedLibrary(
+        graphs=graphs_from_codes(codes, library.labels),
+        scaffolds=library.scaffolds,
         digest=library.digest,
         n_input_rows=library.n_input_rows,
         n_duplicates_merged=library.n_duplicates_merged,
         reject_counts=dict(library.reject_counts()),
         cache_hit=False,
     )
+    _save(cache_file, codes, library.labels, result, library.rejects)
+    return result
 
 
-def _save(cache_file: Path, lib: FeaturizedLibrary) -> None:
+def _save(
+    cache_file: Path, codes: CodeArrays, labels: np.ndarray, lib: FeaturizedLibrary, rejects: Sequence[Reject]
+) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "x": torch.cat([g.x for g in lib.graphs]),
-        "edge_index": torch.cat([g.edge_index for g in lib.graphs], dim=1),
-        "edge_attr": torch.cat([g.edge_attr for g in lib.graphs]),
-        "y": torch.cat([g.y for g in lib.graphs]),
-        "num_nodes": torch.tensor([g.num_nodes for g in lib.graphs]),
-        "num_edges": torch.tensor([g.edge_index.shape[1] for g in lib.graphs]),
-        "scaffolds": list(lib.scaffolds),
+        **{name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in codes._asdict().items()},
+        "y": torch.from_numpy(labels),
+        "scaffolds": "\n".join(lib.scaffolds),  # one string: weights_only unpickling is slow per object
+        "rejects": [[r.row, r.reason, r.column, r.detail] for r in rejects],
         "meta": {
             "digest": lib.digest,
             "n_input_rows": lib.n_input_rows,
@@ -150,28 +159,23 @@ def _save(cache_file: Path, lib: FeaturizedLibrary) -> None:
     tmp.replace(cache_file)  # atomic: a killed run never leaves a half-written cache
 
 
-def _load(cache_file: Path, digest: str) -> FeaturizedLibrary:
+def _load(cache_file: Path, digest: str) -> tuple[FeaturizedLibrary, list[Reject]]:
     payload = torch.load(cache_file, map_location="cpu", weights_only=True)
     meta = payload["meta"]
     if meta["digest"] != digest:
         raise ValueError("digest mismatch")
-    x_parts = torch.split(payload["x"], payload["num_nodes"].tolist())
-    e_counts = payload["num_edges"].tolist()
-    ei_parts = torch.split(payload["edge_index"], e_counts, dim=1)
-    ea_parts = torch.split(payload["edge_attr"], e_counts)
-    ys = payload["y"]
-    graphs = tuple(
-        Data(x=x, edge_index=ei, edge_attr=ea, y=ys[i : i + 1])
-        for i, (x, ei, ea) in enumerate(zip(x_parts, ei_parts, ea_parts, strict=True))
-    )
-    if len(graphs) != len(payload["scaffolds"]):
+    codes = CodeArrays(**{name: payload[name].numpy() for name in CodeArrays._fields})
+    scaffolds = tuple(payload["scaffolds"].split("\n"))
+    if not len(codes.num_atoms) == len(scaffolds) == len(payload["y"]):
         raise ValueError("inconsistent cache")
-    return FeaturizedLibrary(
-        graphs=graphs,
-        scaffolds=tuple(payload["scaffolds"]),
+    lib = FeaturizedLibrary(
+        graphs=graphs_from_codes(codes, payload["y"].numpy()),
+        scaffolds=scaffolds,
         digest=meta["digest"],
         n_input_rows=int(meta["n_input_rows"]),
         n_duplicates_merged=int(meta["n_duplicates_merged"]),
         reject_counts={str(k): int(v) for k, v in meta["reject_counts"].items()},
         cache_hit=True,
     )
+    rejects = [Reject(int(row), str(reason), str(col), str(detail)) for row, reason, col, detail in payload["rejects"]]
+    return lib, rejects

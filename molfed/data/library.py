@@ -28,18 +28,22 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molfed.chem.encode import MolCodes, encode_mol
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, reason_detail, standardize_mol
 from molfed.data.labels import Candidate, parse_label, resolve_duplicates
+from molfed.data.parallel import map_chunks
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, Record, read_records, suffix_of
+from molfed.data.split import murcko_scaffold
 from molfed.errors import InputError
 
-__all__ = ["Library", "Reject", "TaskType", "file_digest", "read_library", "write_rejects"]
+__all__ = ["Library", "Outcome", "Reject", "TaskType", "file_digest", "process_chunk", "read_library", "write_rejects"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,10 @@ class Library:
         Rows merged into an earlier row of the same molecule.
     digest
         SHA-256 (hex) of the library file's bytes.
+    codes
+        Graph codes of ``mols`` (:func:`~molfed.chem.encode.encode_mol`), when read with ``featurize=True``.
+    scaffolds
+        Murcko scaffold SMILES of ``mols``, when read with ``featurize=True``.
     """
 
     mols: tuple[Chem.Mol, ...]
@@ -106,6 +114,8 @@ class Library:
     n_input_rows: int
     n_duplicates_merged: int
     digest: str
+    codes: tuple[MolCodes, ...] | None = None
+    scaffolds: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.mols)
@@ -133,6 +143,8 @@ def read_library(
     standardize: StandardizeOptions = _DEFAULT_STANDARDIZE,
     duplicates: DuplicatePolicy = "merge",
     partner: str | None = None,
+    featurize: bool = False,
+    workers: int = 1,
 ) -> Library:
     """Read, check and standardize a partner library.
 
@@ -158,6 +170,14 @@ def read_library(
         ``duplicate``; ``"reject"`` rejects every row of the group as ``duplicate``.
     partner
         Partner name, used to prefix error messages.
+    featurize
+        Also encode each kept molecule's graph and Murcko scaffold (``Library.codes``, ``Library.scaffolds``),
+        in the same pass (and the same worker processes) as parsing and standardization.
+    workers
+        Processes for the per-molecule work (parse, labels, standardize, InChIKey, and with ``featurize`` the
+        graph codes and scaffold). 1 works in this process; more split the rows into chunks handled by a pool
+        of that many processes, merged back in row order, so the result does not depend on ``workers``.
+        Worth it from a few thousand molecules on (the first pool of a process takes a second or two to start).
 
     Returns
     -------
@@ -177,13 +197,23 @@ def read_library(
     structure_column = STRUCTURE_COLUMN_SDF if suffix_of(source) == ".sdf" else smiles_column
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
-    with rdBase.BlockLogs():
-        for record in records:
-            outcome = _process(record, structure_column, label_columns, task_types, standardize)
+    extras: dict[int, tuple[MolCodes, str]] = {}
+    work = partial(
+        process_chunk,
+        structure_column=structure_column,
+        label_columns=tuple(label_columns),
+        task_types=tuple(task_types),
+        options=standardize,
+        featurize=featurize,
+    )
+    for outcomes in map_chunks(work, records, workers, preload=[__name__]):
+        for outcome, extra in outcomes:
             if isinstance(outcome, Reject):
                 rejects.append(outcome)
             else:
                 candidates.append(outcome)
+                if extra is not None:
+                    extras[outcome.row] = extra
     kept, dup_rejects, n_merged = resolve_duplicates(
         candidates, task_types, duplicates, label_columns=label_columns, structure_column=structure_column
     )
@@ -214,7 +244,37 @@ def read_library(
         n_input_rows=len(records),
         n_duplicates_merged=n_merged,
         digest=digest,
+        codes=tuple(extras[c.row][0] for c in kept) if featurize else None,
+        scaffolds=tuple(extras[c.row][1] for c in kept) if featurize else None,
     )
+
+
+Outcome = tuple["Candidate | Reject", "tuple[MolCodes, str] | None"]
+"""A record's fate, with its graph codes and scaffold when featurized."""
+
+
+def process_chunk(
+    records: Sequence[Record],
+    *,
+    structure_column: str,
+    label_columns: Sequence[str],
+    task_types: Sequence[TaskType],
+    options: StandardizeOptions,
+    featurize: bool,
+) -> list[Outcome]:
+    """Turn records into candidates or rejects, in order, with graph codes and scaffolds if ``featurize``.
+
+    The per-row work of :func:`read_library` (run in this process or a worker); RDKit's logs are blocked.
+    """
+    out: list[Outcome] = []
+    with rdBase.BlockLogs():
+        for record in records:
+            outcome = _process(record, structure_column, label_columns, task_types, options)
+            extra = None
+            if featurize and isinstance(outcome, Candidate):
+                extra = (encode_mol(outcome.mol), murcko_scaffold(outcome.mol))
+            out.append((outcome, extra))
+    return out
 
 
 def _check_arguments(

@@ -99,6 +99,7 @@ def prepare_partner(
     duplicates: str,
     split_fractions: tuple[float, float, float],
     seed: int,
+    workers: int = 1,
 ) -> PartnerData:
     """Featurize (or load from the workspace cache) and scaffold-split one partner's library.
 
@@ -113,6 +114,7 @@ def prepare_partner(
         standardize=standardize,
         duplicates=duplicates,
         partner=name,
+        workers=workers,
     )
     key = (
         name,

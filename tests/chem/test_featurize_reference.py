@@ -1,0 +1,148 @@
+"""The fast featurizer against the straightforward one it replaced, on a few hundred molecules.
+
+``reference_graph`` is the previous implementation's feature definitions written plainly (one Python one-hot row per
+atom and bond); it lives here, not in the product. Every tensor must be identical, in value, order, dtype and shape.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import datamol as dm
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from torch_geometric.data import Batch, Data
+
+from molfed.chem.encode import concat_codes, encode_mol
+from molfed.chem.featurize import _graph, graphs_from_codes, mol_to_graph
+from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol
+
+ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I")
+HYB = ("S", "SP", "SP2", "SP3", "SP3D", "SP3D2")
+CHI = ("CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW")
+BT = ("SINGLE", "DOUBLE", "TRIPLE", "AROMATIC")
+ST = {"STEREONONE": 0, "STEREOZ": 1, "STEREOCIS": 1, "STEREOE": 2, "STEREOTRANS": 2}
+
+
+def one_hot(index: int, width: int) -> list[float]:
+    return [1.0 if i == index else 0.0 for i in range(width)]
+
+
+def reference_graph(mol: Chem.Mol, y=None) -> Data:
+    rows = []
+    for a in mol.GetAtoms():
+        sym = a.GetSymbol()
+        rows.append(
+            one_hot(ELEMENTS.index(sym) if sym in ELEMENTS else 13, 14)
+            + one_hot(min(a.GetDegree(), 5), 6)
+            + one_hot(2 + max(-2, min(2, a.GetFormalCharge())), 5)
+            + one_hot(HYB.index(str(a.GetHybridization())) if str(a.GetHybridization()) in HYB else 6, 7)
+            + [float(a.GetIsAromatic())]
+            + one_hot(min(a.GetTotalNumHs(), 4), 5)
+            + [float(a.IsInRing())]
+            + one_hot(CHI.index(str(a.GetChiralTag())) if str(a.GetChiralTag()) in CHI else 3, 4)
+        )
+    src, dst, feats = [], [], []
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        bt = str(b.GetBondType())
+        row = (
+            one_hot(BT.index(bt) if bt in BT else 4, 5)
+            + [float(b.GetIsConjugated()), float(b.IsInRing())]
+            + one_hot(ST.get(str(b.GetStereo()), 3), 4)
+        )
+        src += [i, j]
+        dst += [j, i]
+        feats += [row, row]
+    data = Data(
+        x=torch.tensor(rows, dtype=torch.float32).reshape(-1, 43),
+        edge_index=torch.tensor([src, dst], dtype=torch.int64).reshape(2, -1),
+        edge_attr=torch.tensor(feats, dtype=torch.float32).reshape(-1, 11),
+    )
+    if y is not None:
+        data.y = torch.tensor(np.asarray(y, dtype=np.float32).reshape(1, -1))
+    return data
+
+
+EXTRA = [
+    "C[C@](F)(Cl)C/C=C/[C@H](F)Cl",
+    "F/C=C\\F",
+    "N[C@@H](C)C(=O)O",
+    "O=[N+]([O-])c1ccccc1",
+    "[NH4+].[Cl-]",
+    "FS(F)(F)(F)(F)F",
+    "[O-2]",
+    "C[Si](C)(C)OP(=O)(O)O",
+    "[Se]1C=CC=C1",
+    "[Na+].CC(=O)[O-]",
+    "[2H]C([2H])([2H])O",
+    "C->[Fe]",
+    "[H]C([H])([H])[H]",
+    "c1ccc2c(c1)[nH]c1ccccc12",
+    "C1CC[C@H]2CCCC[C@@H]2C1",
+    "[Cu+2].[O-]S(=O)(=O)[O-]",
+    "CC(C)(C)[Sn](Cl)(Cl)Cl",
+]
+
+
+@pytest.fixture(scope="module")
+def mols() -> list[Chem.Mol]:
+    smiles = list(dm.data.freesolv()["smiles"])[::2] + EXTRA
+    parsed = [parse_smiles(s)[0] for s in smiles]
+    return [m for m in parsed if m is not None]
+
+
+def assert_same(a: Data, b: Data, what: str) -> None:
+    assert set(a.keys()) == set(b.keys()), what
+    for key in sorted(a.keys()):
+        ta, tb = a[key], b[key]
+        assert ta.dtype == tb.dtype and ta.shape == tb.shape, (what, key)
+        assert torch.equal(ta, tb) or (key == "y" and torch.equal(ta.isnan(), tb.isnan())), (what, key)
+
+
+def test_fast_featurizer_equals_reference_raw_and_standardized(mols):
+    assert len(mols) > 330
+    options = StandardizeOptions()
+    for i, mol in enumerate(mols):
+        assert_same(mol_to_graph(mol, [float(i)]), reference_graph(mol, [float(i)]), Chem.MolToSmiles(mol))
+        if i % 3 == 0 or i >= len(mols) - len(EXTRA):
+            std = standardize_mol(mol, options)
+            assert_same(mol_to_graph(std), reference_graph(std), Chem.MolToSmiles(std))
+
+
+def test_batch_featurization_equals_one_by_one(mols):
+    labels = np.arange(2 * len(mols), dtype=np.float32).reshape(-1, 2)
+    labels[3, 1] = np.nan
+    graphs = graphs_from_codes(concat_codes(encode_mol(m) for m in mols), labels)
+    assert len(graphs) == len(mols)
+    for mol, y, g in zip(mols, labels, graphs, strict=True):
+        assert_same(g, reference_graph(mol, y), Chem.MolToSmiles(mol))
+    with pytest.raises(ValueError, match="shape"):
+        graphs_from_codes(concat_codes(encode_mol(m) for m in mols[:2]), labels)
+
+
+def test_fast_data_is_what_data_init_builds():
+    x, ei, ea, y = torch.ones(2, 43), torch.tensor([[0, 1], [1, 0]]), torch.ones(2, 11), torch.zeros(1, 1)
+    fast, slow = (
+        _graph({"x": x, "edge_index": ei, "edge_attr": ea, "y": y}),
+        Data(x=x, edge_index=ei, edge_attr=ea, y=y),
+    )
+    assert fast.__dict__.keys() == slow.__dict__.keys()
+    assert fast._store.__dict__.keys() == slow._store.__dict__.keys()
+    assert list(fast._store._mapping) == list(slow._store._mapping)
+    assert fast._store._parent() is fast and fast.num_nodes == 2 and fast.num_edges == 2
+    assert_same(pickle.loads(pickle.dumps(fast)), slow, "pickle")
+    batch = Batch.from_data_list([fast, slow])
+    assert batch.num_graphs == 2 and torch.equal(batch.batch, torch.tensor([0, 0, 1, 1]))
+    fast.z = torch.zeros(2)  # still a normal Data afterwards
+    assert "z" in fast
+
+
+def test_rare_chiral_tags_take_the_per_atom_path():
+    mol = Chem.MolFromSmiles("CC(O)N")
+    mol.GetAtomWithIdx(1).SetChiralTag(Chem.ChiralType.CHI_OTHER)
+    graph = mol_to_graph(mol)
+    assert_same(graph, reference_graph(mol), "CHI_OTHER")
+    assert graph.x[1, 42] == 1  # chirality block, "other"
