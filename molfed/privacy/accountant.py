@@ -14,7 +14,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 #: RDP orders searched for the best conversion to (epsilon, delta): Opacus's defaults.
 ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
@@ -26,6 +25,8 @@ Entry = tuple[float, float, int]
 @lru_cache(maxsize=256)
 def _rdp_per_step(noise: float, rate: float) -> np.ndarray:
     """RDP at :data:`ORDERS` of one step (linear in steps, so cached per mechanism)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis  # heavy (opacus' package imports torch._dynamo)
+
     rdp = rdp_analysis.compute_rdp(q=rate, noise_multiplier=noise, steps=1, orders=list(ORDERS))
     rdp = np.asarray(rdp, dtype=np.float64)
     rdp.setflags(write=False)
@@ -51,6 +52,8 @@ def epsilon_of(history: list[Entry] | tuple[Entry, ...], delta: float) -> float:
         if noise == 0.0 and steps > 0:
             return math.inf
         total = total + _rdp_per_step(float(noise), float(rate)) * steps
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     eps, _ = rdp_analysis.get_privacy_spent(orders=list(ORDERS), rdp=total, delta=delta)
     return float(eps)
 
