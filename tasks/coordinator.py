@@ -61,7 +61,8 @@ def log_round(tracker: Tracker, run_id: str, server_round: int, metrics: Mapping
 @task(name="log-partners", persist_result=False)
 def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
     """The config as params; per partner: digest, counts and reject counts as tags, metrics and datasets."""
-    tracker.log_params(run_id, config.model_dump(mode="json"))
+    private = {"private_tasks", "shared_tasks", "report_private_metrics", "export_tracking_uri"}
+    tracker.log_params(run_id, config.model_dump(mode="json", exclude={"partners": {"__all__": private}}))
     tracker.set_tags(run_id, reporting.partner_tags(summaries))
     tracker.log_metrics(run_id, reporting.partner_count_metrics(summaries))
     for s in summaries:

@@ -144,11 +144,14 @@ class SitePartners:
         parity_task: int | None,
         parity_edges: Sequence[float],
         champion: Any,
+        state_key: str = "default",
     ) -> dict[str, jobs.FinalReport]:
-        """Final evaluation; the local-only baseline rides along in the same job (one worker start less)."""
+        """Final evaluation; the local-only baseline rides along in the same job (one worker start less).
+        ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads in their workspaces."""
         out = self._all(
             "finish",
             self.config.federation.rounds,
+            state_key=state_key,
             parity_task=parity_task,
             parity_edges=list(parity_edges),
             champion_uri=champion.uri if champion else None,
