@@ -273,6 +273,11 @@ class RunConfig(_Model):
                     f"partners.{i}: sites mode: shared_tasks, private_tasks, report_private_metrics and "
                     "export_tracking_uri belong in the partner's own site config, which the coordinator never sees"
                 )
+            if partner.export_tracking_uri and partner.export_tracking_uri == self.tracking.tracking_uri:
+                raise ValueError(
+                    f"partners.{i}.export_tracking_uri: is the federation's tracking URI; a partner's own model "
+                    "(with its private head) must go to the partner's own MLflow"
+                )
             if partner.private_tasks and self.baselines.pooled:
                 raise ValueError(
                     f"baselines.pooled: partner {partner.name!r} has private tasks, whose labels never leave it; "

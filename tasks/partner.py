@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
-from molfed.federated import jobs
+from molfed.federated import baselines, jobs
 from molfed.federated import partner as p
 from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
@@ -80,7 +80,7 @@ def local_only_from_config(
     config: RunConfig, data: p.PartnerData, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The local-only baseline with the federation's budget and seed (shared by local and sites mode)."""
-    return p.local_only_baseline(
+    return baselines.local_only_baseline(
         data,
         spec=spec,
         init_weights=init,

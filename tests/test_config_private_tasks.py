@@ -14,7 +14,7 @@ partners:
   - name: a
     path: a.csv
     private_tasks: [{name: mp, column: melting_point}, {name: herg, type: classification}]
-  - {name: b, path: b.csv, shared_tasks: [], private_tasks: [{name: logd}]}
+  - {name: b, path: b.csv, shared_tasks: [], private_tasks: [{name: logd}], export_tracking_uri: "sqlite:///m.db"}
 """
 
 
@@ -46,6 +46,10 @@ def test_private_tasks_are_declared_per_partner(tmp_path):
         (("private_tasks: [{name: logd}]", "private_tasks: []"), "partners.1.shared_tasks: partner 'b' has no task"),
         (("pooled: false", "pooled: true"), "baselines.pooled: partner 'a' has private tasks"),
         (("type: classification", "type: ordinal"), "partners.0.private_tasks.1.type"),
+        (
+            ("baselines: {pooled: false}", "baselines: {pooled: false}\ntracking: {tracking_uri: 'sqlite:///m.db'}"),
+            "partners.1.export_tracking_uri: is the federation's tracking URI",
+        ),
     ],
 )
 def test_mistakes_name_the_config_key(tmp_path, edit, message):

@@ -60,6 +60,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("private")
     paths = {n: _with_private_column(p, n) for n, p in write_demo_partners(root / "data", seed=0).items()}
     (root / "mlruns").mkdir()
+    (root / "alpha-mlflow").mkdir()
     partners = []
     for name, path in paths.items():
         task, kind = PRIVATE[name]
@@ -71,6 +72,11 @@ def run(tmp_path_factory):
                 "private_tasks": [{"name": task, "type": kind}],
                 **({"shared_tasks": []} if name == "gamma" else {}),
                 **({"report_private_metrics": False} if name == "beta" else {}),
+                **(
+                    {"export_tracking_uri": f"sqlite:///{root / 'alpha-mlflow' / 'mlflow.db'}"}
+                    if name == "alpha"
+                    else {}
+                ),
             }
         )
     cfg = root / "cfg.yaml"
@@ -191,3 +197,12 @@ def test_exported_model_predicts_its_private_task(run):
     beta, _ = ph.load_exported_model(_exported(run, "beta"))
     probs = predict_smiles(beta, smiles[:3], standardize=StandardizeOptions(**info["standardize"]))["soluble"]
     assert probs.between(0, 1).all()
+
+
+def test_partner_logs_its_own_model_to_its_own_mlflow(run):
+    own = MlflowClient(f"sqlite:///{run.root / 'alpha-mlflow' / 'mlflow.db'}")
+    experiment = own.get_experiment_by_name("molfed-partner-alpha")
+    (found,) = own.search_runs([experiment.experiment_id])
+    assert found.data.tags["molfed.federation_run"] == run.result["run_id"]
+    assert {a.path for a in own.list_artifacts(found.info.run_id, "model")} == {"model/model.json", "model/model.pt"}
+    assert "test_rmse.logp" in found.data.metrics
