@@ -92,10 +92,10 @@ def complete_updates(current: Weights, updates: Sequence[Update]) -> list[Update
     if all(len(u.weights) == len(current) for u in updates):
         return list(updates)
 
-    def means(tensors: Sequence[Weights], default: Weights) -> dict[str, np.ndarray]:
+    def means(pairs: Sequence[tuple[Weights, int]], default: Weights) -> dict[str, np.ndarray]:
         out = {}
         for name in current:
-            carriers = [(t[name], u.n_samples) for t, u in zip(tensors, updates, strict=True) if name in t]
+            carriers = [(t[name], n) for t, n in pairs if name in t]
             if not carriers:
                 out[name] = np.asarray(default[name], np.float32)
                 continue
@@ -104,9 +104,10 @@ def complete_updates(current: Weights, updates: Sequence[Update]) -> list[Update
             out[name] = np.tensordot(counts / counts.sum(), stack, axes=1).astype(np.float32)
         return out
 
-    fill = means([u.weights for u in updates], current)
+    fill = means([(u.weights, u.n_samples) for u in updates], current)
     zeros = {n: np.zeros(np.shape(a), np.float32) for n, a in current.items()}
-    extra_fill = {k: means([u.extras[k] for u in updates], zeros) for k in updates[0].extras}
+    keys = sorted({k for u in updates for k in u.extras})
+    extra_fill = {k: means([(u.extras[k], u.n_samples) for u in updates if k in u.extras], zeros) for k in keys}
     return [
         replace(
             u,
