@@ -18,19 +18,25 @@ from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
+from molfed.federated.checkpoint import Sections
 from molfed.federated.jobs import private_metrics
 from molfed.federated.partner import combine_moments
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
-from molfed.tracking import Tracker, resolve_tracking_uri
+from molfed.privacy import budget as dp
+from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
+from tasks import rounds
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
 
 
 @flow(name="federated-training", persist_result=False, log_prints=False)
-def federated_training(config: RunConfig) -> dict[str, Any]:
-    """Train a shared GNN across partners with federated averaging; return the per-partner test comparison."""
+def federated_training(config: RunConfig, resume_run_id: str | None = None) -> dict[str, Any]:
+    """Train a shared GNN across partners with federated averaging; return the per-partner test comparison.
+
+    With ``resume_run_id``, continue that stopped run from its last checkpoint, in the same MLflow run.
+    """
     logger = get_run_logger()
     started = time.perf_counter()
     names = [p.name for p in config.partners]
@@ -39,12 +45,18 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
     except ValueError as exc:
         raise ConfigError(f"federation.strategy_options: {exc}") from None
+    privacy = config.privacy
+    strategy = dp.wrap_strategy(
+        strategy, **privacy.model_dump(include={"mode", "noise_multiplier", "max_grad_norm", "noise_seed"})
+    )
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
-    run_id = tracker.start_run(
+    saved = rounds.reopen(tracker, resume_run_id) if resume_run_id else None
+    run_id = resume_run_id or tracker.start_run(
         config.name, tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()}
     )
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
     pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
+    loop = None
     try:
         prepared, failures = pool.prepare()
         for f in failures:
@@ -55,9 +67,21 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
             raise QuorumError(f"{len(prepared)} partner(s) ready, quorum is {config.quorum} ({reasons})")
         names = [n for n in names if n in prepared]
         summaries = [prepared[n].summary for n in names]
-        ct.log_partners(tracker, run_id, config, summaries)
+        if saved is None:
+            tracker.log_json(run_id, config.model_dump(mode="json"), CONFIG_ARTIFACT)
+            ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
         progress.advance("partners", f"{len(names)} partners ready")
+        budget = dp.BudgetHook(
+            privacy.mode,
+            noise_multiplier=privacy.noise_multiplier,
+            delta=privacy.delta,
+            budget=privacy.epsilon_budget,
+            batch_size=config.train.batch_size,
+            epochs=config.train.epochs,
+            n_train={s.name: s.n_train for s in summaries},
+        )
+        budget.check_rounds(config.federation.rounds)  # before any round: privacy spent on a doomed run is lost
 
         task_names, task_types = [t.name for t in config.tasks], [t.type for t in config.tasks]
         scaling = combine_moments([prepared[n].moments for n in names], len(task_names))
@@ -72,36 +96,28 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
             task_names=task_names,
             task_types=task_types,
         )
-        init = weights = coord.initial_weights(spec, config.seed)
+        init = coord.initial_weights(spec, config.seed)
         pool.publish(spec, scaling, init)
         metric = coord.primary_metric(task_types)
-        val_history: list[dict[str, dict[str, float]]] = []
-        round_rows: list[dict[str, Any]] = []
-
-        def record_val(step: int, per_partner: dict[str, dict[str, float]]) -> None:
-            val_history.append(per_partner)
-            values = coord.split_metrics("val", per_partner, sizes["val"])
-            tracker.log_metrics(run_id, values, step=step)
-            round_rows[step - 1][f"val_{metric}"] = values.get(f"val_{metric}")
-
+        sections = Sections()  # named extra state checkpointed each round: sections.add(name, save, load)
+        sections.add("privacy", budget.state_dict, budget.load_state_dict)
+        fingerprint = {"digests": {s.name: s.digest for s in summaries}, "scaling": scaling}
+        loop = rounds.RoundLoop(
+            tracker=tracker,
+            run_id=run_id,
+            strategy=strategy,
+            names=names,
+            quorum=config.quorum,
+            sizes=sizes,
+            metric=metric,
+            fingerprint=fingerprint,
+            sections=sections,
+            hooks=[budget],
+        )
+        loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)
-        for r in range(1, config.federation.rounds + 1):
-            replies, failures = pool.round(
-                r, spec, weights, scaling, strategy.fit_options(r), strategy.fit_tensors(r, weights), run_id
-            )
-            for f in failures:
-                logger.warning("round %d: partner %s failed: %s", r, f.partner, f.reason)
-            if r > 1:  # partners evaluated the previous round's global model before training on it
-                record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
-            updates = [replies[n].update for n in names if n in replies]
-            outcome = ct.aggregate(strategy, r, weights, updates, failures, config.quorum)
-            for f in outcome.failures:
-                tracker.set_tags(run_id, {f"round.{r}.failed.{f.partner}": f.reason[:500]})
-            weights = outcome.weights
-            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(names))
-            round_rows.append({"round": r, **train})
-            ct.log_round(tracker, run_id, r, train, weights)
-            progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
+        loop.run(pool, spec, scaling, config.federation.rounds)
+        weights = loop.weights
 
         champion = (
             tracker.champion(config.tracking.registered_model, config.champion.alias)
@@ -110,8 +126,10 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         )
         j = next((i for i, t in enumerate(task_types) if t == "regression"), None)
         edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j]) if j is not None else []
-        final = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
-        record_val(config.federation.rounds, {n: final[n].val for n in names})
+        final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
+        loop.check_quorum("finish", list(final), failures)
+        names = [n for n in names if n in final]
+        loop.record_val(config.federation.rounds, {n: final[n].val for n in names})
         tracker.log_metrics(run_id, coord.split_metrics("test", {n: final[n].test for n in names}, sizes["test"]))
         tracker.log_metrics(run_id, private_metrics(final))  # partners that allow it; aggregates only
         test = {n: {coord.FEDERATED: final[n].test} for n in names}
@@ -129,19 +147,19 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
                 {n: t for n, (t, _) in local.items()},
                 sizes,
             )
-            for n, (t, _) in local.items():
-                test[n][coord.LOCAL_ONLY] = t
+            for n in names:
+                test[n][coord.LOCAL_ONLY] = local[n][0]
             kinds.append(coord.LOCAL_ONLY)
             progress.advance("baselines", "local-only done")
         if config.baselines.pooled:
             pooled_test, pooled_history = ct.pooled(config, spec, init, scaling)
             ct.log_baseline(tracker, run_id, f"{config.name}-pooled", coord.POOLED, pooled_history, pooled_test, sizes)
-            for n, t in pooled_test.items():
-                test[n][coord.POOLED] = t
+            for n in names:
+                test[n][coord.POOLED] = pooled_test[n]
             kinds.append(coord.POOLED)
             progress.advance("baselines", "pooled done")
 
-        curves = reporting.curves_from_history(val_history, local_history, pooled_history, metric)
+        curves = reporting.curves_from_history(loop.history.val, local_history, pooled_history, metric)
         parity = {n: final[n].parity for n in names} if j is not None else None
         ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0])
         model_uri, version = ct.log_model(tracker, run_id, config, spec, weights, scaling)
@@ -149,9 +167,14 @@ def federated_training(config: RunConfig) -> dict[str, Any]:
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
         tracker.log_text(run_id, reporting.results_markdown(rows, metric, kinds), "results.md")
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
-        ct.publish_report(rows, metric, kinds, round_rows, summaries, tracker.run_link(run_id), decision)
+        ct.publish_report(rows, metric, kinds, loop.history.rows, summaries, tracker.run_link(run_id), decision)
         pool.close()
         tracker.end_run(run_id)
+    except QuorumError as exc:
+        tracker.end_run(run_id, "FAILED")
+        kept = loop is not None and loop.done >= 0
+        hint = f"checkpoint after round {loop.done} kept: molfed resume {run_id}" if kept else "start it again"
+        raise QuorumError(f"{exc}; {hint}") from None
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise

@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs on the console")
 
+    res = sub.add_parser("resume", help="continue a stopped federation run from its last checkpoint")
+    res.add_argument("run_id", help="the MLflow run id of the federation")
+    res.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlruns")
+    res.add_argument("-v", "--verbose", action="store_true", help="show Prefect's run logs on the console")
+
     demo = sub.add_parser("demo", help="write the demo partner libraries (if missing) and run configs/demo.yaml")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     demo.add_argument("-v", "--verbose", action="store_true")
@@ -80,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config and read every partner library (writes rejects.csv)")
     val.add_argument("config", type=Path)
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    aud = sub.add_parser("audit", help="scan MLflow, Prefect and log files for partner structures (exit 1 on a hit)")
+    aud.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the federation config (partners' libraries)")
+    aud.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    aud.add_argument("--site-config", action="append", default=[], type=Path, help="sites mode: a partner's config")
+    aud.add_argument("--tracking-uri", default=None, help="default: the config's, else $MLFLOW_TRACKING_URI, ./mlruns")
+    aud.add_argument("--prefect-home", type=Path, default=None, help="default: $PREFECT_HOME, else ~/.prefect")
+    aud.add_argument("--path", action="append", default=[], type=Path, help="more files or folders (logs)")
     return parser
 
 
@@ -88,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config, args.overrides, args.verbose)
+        if args.command == "resume":
+            return _resume(args.run_id, args.tracking_uri, args.verbose)
         if args.command == "demo":
             _write_demo_data(DEMO_DATA, seed=0, only_if_missing=True)
             return _run(DEMO_CONFIG, args.overrides, args.verbose)
@@ -102,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _site_worker(args.site_config)
         if args.command == "validate":
             return _validate(args.config, args.overrides)
+        if args.command == "audit":
+            from molfed.privacy.audit_cli import run_audit
+
+            return run_audit(args)
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -124,7 +143,28 @@ def _write_demo_data(out_dir: Path, *, seed: int, only_if_missing: bool) -> None
 def _run(config_path: Path, overrides: Sequence[str], verbose: bool) -> int:
     from molfed.config import load_config
 
-    config = load_config(config_path, overrides)
+    return _execute(load_config(config_path, overrides), verbose)
+
+
+def _resume(run_id: str, tracking_uri: str | None, verbose: bool) -> int:
+    """Rebuild the run's config from its MLflow artifact and continue the run from its last checkpoint."""
+    prefect_environment(verbose)
+    from molfed.config import parse_config
+    from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
+
+    if not verbose:  # after mlflow's import, which configures its own loggers
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        raw = Tracker(uri, None).download_json(run_id, CONFIG_ARTIFACT)
+    except Exception:
+        raise MolfedError(f"run {run_id}: no {CONFIG_ARTIFACT} in {uri}; is it a molfed run in this store?") from None
+    config = parse_config(raw, source=f"run {run_id} {CONFIG_ARTIFACT}")
+    config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": uri})})
+    return _execute(config, verbose, resume_run_id=run_id)
+
+
+def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> int:
     prefect_environment(verbose)
     from rich.console import Console
 
@@ -139,9 +179,9 @@ def _run(config_path: Path, overrides: Sequence[str], verbose: bool) -> int:
     listener = _RichListener(console)
     try:
         with listener, progress.listening(listener):
-            result = federated_training(config)
+            result = federated_training(config, resume_run_id)
     except QuorumError as exc:
-        raise MolfedError(f"round aborted below quorum: {exc}") from None
+        raise MolfedError(f"run stopped below quorum: {exc}") from None
     _print_results(console, result)
     return 0
 

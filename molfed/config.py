@@ -200,8 +200,21 @@ class FederationConfig(_Model):
         None, ge=1, description="Quorum: fewest successful partners a round needs (default: all partners)."
     )
     partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+    task_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Local mode: seconds one attempt of a partner's round or final task may run before it fails "
+        "(then it is retried); off by default. It interrupts Python code, not one long blocking call.",
+    )
     round_timeout_s: float = Field(
         900.0, gt=0, description="Sites mode: seconds to wait for a partner's job before counting it as failed."
+    )
+    offline_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Sites mode: a job still unclaimed after this many seconds fails at once when no worker of the "
+        "partner's pool is online (instead of waiting out round_timeout_s).",
     )
 
     @field_validator("strategy")
@@ -240,6 +253,39 @@ class ChampionConfig(_Model):
     )
 
 
+class PrivacyConfig(_Model):
+    """Differential privacy of the federation (see :mod:`molfed.privacy`)."""
+
+    mode: Literal["off", "sample", "client"] = Field(
+        "off",
+        description="off; sample: DP-SGD at every partner, each molecule a sample (per-molecule gradient clipping "
+        "+ noise); client: each partner's whole update clipped, noise added at aggregation.",
+    )
+    noise_multiplier: float = Field(
+        1.0, gt=0.0, le=1000.0, description="Gaussian noise standard deviation as a multiple of max_grad_norm."
+    )
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0.0,
+        le=1e6,
+        description="L2 bound: of each molecule's gradient (sample) or of each partner's update delta (client).",
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=0.1, description="Target delta of the reported epsilon.")
+    epsilon_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="Largest epsilon allowed (per partner at sample level); the run refuses a round that would "
+        "exceed it. None: no limit (epsilon is still logged).",
+    )
+    noise_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Reproducible noise for experiments only (anyone with the config can regenerate it); "
+        "None draws noise from the operating system, so DP runs are then not bitwise repeatable.",
+    )
+
+
 class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
@@ -260,6 +306,7 @@ class RunConfig(_Model):
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     champion: ChampionConfig = Field(default_factory=ChampionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     schedule: ScheduleConfig | None = Field(None, description="Retraining schedule of the deployment (off if absent).")
 
     @model_validator(mode="after")
@@ -277,6 +324,11 @@ class RunConfig(_Model):
                 raise ValueError(
                     f"partners.{i}.export_tracking_uri: is the federation's tracking URI; a partner's own model "
                     "(with its private head) must go to the partner's own MLflow"
+                )
+            if self.privacy.mode == "client" and partner.shared_tasks == []:
+                raise ValueError(
+                    f"partners.{i}.shared_tasks: privacy.mode 'client' needs every partner's update to carry the "
+                    f"shared head, but partner {partner.name!r} has no shared task"
                 )
             if partner.private_tasks and self.baselines.pooled:
                 raise ValueError(
@@ -298,6 +350,7 @@ class RunConfig(_Model):
             )
         if self.mode == "sites" and self.baselines.pooled:
             raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
+        _check_privacy(self.privacy.mode, self.federation.strategy)
         quorum = self.federation.min_partners
         if quorum is not None and quorum > len(self.partners):
             raise ValueError(f"federation.min_partners: got {quorum}, expected at most {len(self.partners)}")
@@ -310,6 +363,21 @@ class RunConfig(_Model):
 
     def workspace_for(self, partner: PartnerConfig) -> Path:
         return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
+
+
+def _check_privacy(mode: str, strategy: str) -> None:
+    from molfed.privacy.compat import CLIENT_DP_STRATEGIES, NO_SAMPLE_DP_STRATEGIES
+
+    if mode == "client" and strategy not in CLIENT_DP_STRATEGIES:
+        raise ValueError(
+            f"privacy.mode 'client' needs a strategy that averages updates, got federation.strategy {strategy!r}; "
+            f"choose from {list(CLIENT_DP_STRATEGIES)}"
+        )
+    if mode == "sample" and strategy in NO_SAMPLE_DP_STRATEGIES:
+        raise ValueError(
+            f"privacy.mode 'sample': federation.strategy {strategy!r} sends partner statistics computed without "
+            "noise; choose another strategy"
+        )
 
 
 def _check_partner_tasks(partner: PartnerConfig, tasks: Sequence[str], where: str) -> None:

@@ -35,6 +35,11 @@ from molfed.models.model import ModelSpec
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_TAG = "molfed.checkpoint.round"
+"""Run tag naming the last round whose checkpoint is complete (set after the artifact is stored: the commit)."""
+CONFIG_ARTIFACT = "federation/config.json"
+"""The run's validated config (names, paths, settings; no data), from which ``molfed resume`` rebuilds it."""
+
 #: The model's input example: two drug-like molecules drawn by hand for molfed, not taken from any library.
 #: (Well-known drugs will not do: FreeSolv itself contains aspirin and caffeine, and a leak audit rightly flags a
 #: partner's structure wherever it appears.)
@@ -94,6 +99,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = ""
+        self._logged: dict[str, set[tuple[str, int]]] = {}
         if experiment is None:
             return
         found = self.client.get_experiment_by_name(experiment)
@@ -131,12 +137,66 @@ class Tracker:
             self.client.log_batch(run_id, tags=items[i : i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log ``metrics`` at ``step``; in a resumed run, (key, step) pairs already logged are skipped."""
         import time
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if np.isfinite(v)]
+        logged = self._logged.get(run_id, set())
+        items = [
+            Metric(k, float(v), ts, step or 0)
+            for k, v in metrics.items()
+            if np.isfinite(v) and (k, step or 0) not in logged
+        ]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def reopen_run(self, run_id: str) -> str:
+        """Mark a stopped run as running again and log only metrics it does not hold yet (see :meth:`log_metrics`).
+
+        Sets ``experiment_id`` to the run's experiment and returns its name.
+
+        Raises
+        ------
+        LookupError
+            If the store has no such run.
+        """
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise LookupError(f"no MLflow run {run_id!r} in {self.tracking_uri}") from None
+        self.experiment_id = run.info.experiment_id
+        self._logged[run_id] = {
+            (key, m.step) for key in run.data.metrics for m in self.client.get_metric_history(run_id, key)
+        }
+        self.client.update_run(run_id, status="RUNNING")
+        return self.client.get_experiment(run.info.experiment_id).name
+
+    def delete_child_runs(self, run_id: str, kinds: Sequence[str]) -> int:
+        """Delete child runs of ``run_id`` tagged ``molfed.kind`` in ``kinds`` (left by an interrupted run)."""
+        children = self.client.search_runs(
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000
+        )
+        doomed = [c.info.run_id for c in children if c.data.tags.get("molfed.kind") in kinds]
+        for child in doomed:
+            self.client.delete_run(child)
+        return len(doomed)
+
+    def log_checkpoint(self, run_id: str, data: bytes, server_round: int) -> None:
+        """Store a checkpoint as ``checkpoint/round_<r>.npz``, then commit it by setting :data:`CHECKPOINT_TAG`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"round_{server_round:04d}.npz"
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path), "checkpoint")
+        self.client.set_tag(run_id, CHECKPOINT_TAG, str(server_round))
+
+    def load_checkpoint(self, run_id: str) -> bytes | None:
+        """The last committed checkpoint of ``run_id``, or None if it has none."""
+        committed = self.client.get_run(run_id).data.tags.get(CHECKPOINT_TAG)
+        if committed is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, f"checkpoint/round_{int(committed):04d}.npz", tmp)
+            return Path(local).read_bytes()
 
     def log_partner_dataset(self, run_id: str, partner: str, digest: str, counts: Mapping[str, int]) -> None:
         """Record a partner library as a metadata-only dataset: name, digest, counts; no path, no data."""

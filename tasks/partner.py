@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
-from molfed.federated import baselines, jobs
+from molfed.federated import baselines, faults, jobs
 from molfed.federated import partner as p
 from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
@@ -144,6 +144,7 @@ def partner_round(
     tensors: Mapping[str, Weights],
     state_key: str,
 ) -> jobs.RoundReply:
+    faults.inject(name, "round", server_round)
     return round_from_config(
         config, partner_data(config, name), spec, weights, scaling, server_round, options, tensors, state_key
     )
@@ -161,6 +162,7 @@ def finish(
     champion: Any,
     state_key: str,
 ) -> jobs.FinalReport:
+    faults.inject(name, "finish")
     return finish_from_config(config, name, spec, weights, scaling, parity_task, parity_edges, champion, state_key)
 
 
@@ -194,8 +196,9 @@ class LocalPartners:
     def __init__(self, config: RunConfig):
         self.config = config
         self.names = [x.name for x in config.partners]
-        retries = config.federation.partner_retries
-        self._round = partner_round.with_options(retries=retries)
+        retries, timeout = config.federation.partner_retries, config.federation.task_timeout_s
+        self._round = partner_round.with_options(retries=retries, timeout_seconds=timeout)
+        self._finish = finish.with_options(retries=retries, timeout_seconds=timeout)
 
     def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
         """Nothing to publish: partners in this process receive the plan as task arguments."""
@@ -237,10 +240,11 @@ class LocalPartners:
         parity_edges: Sequence[float],
         champion: Any,
         state_key: str = "default",
-    ) -> dict[str, jobs.FinalReport]:
+    ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         """Final reports; ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads."""
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
-        return self._each(finish, spec, weights, scaling, parity_task, parity_edges, parts, state_key)
+        args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
+        return gather({n: self._finish.submit(self.config, n, *args) for n in self.names})
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         return self._each(local_only, spec, init, scaling)

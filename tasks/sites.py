@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import WorkerStatus
 from prefect.deployments import run_deployment
 from prefect.states import Cancelled
 
@@ -38,6 +39,17 @@ def update_path(server_round: int) -> str:
     return f"replies/update-{server_round:04d}.pt"
 
 
+def _unclaimed(state: Any, after: float) -> bool:
+    """A job still waiting for a worker once the monotonic clock has passed ``after``."""
+    return time.monotonic() > after and state is not None and state.is_scheduled()
+
+
+def _worker_online(client: Any, partner: str) -> bool:
+    """Whether any worker of the partner's pool has sent a heartbeat recently (Prefect's ONLINE status)."""
+    workers = client.read_workers_for_work_pool(f"partner-{partner}")
+    return any(w.status == WorkerStatus.ONLINE for w in workers)
+
+
 class SitePartners:
     """Partners behind their own walls, reached through Prefect deployments and MLflow artifacts."""
 
@@ -49,6 +61,7 @@ class SitePartners:
             for n in self.names
         }
         self.timeout = config.federation.round_timeout_s
+        self.offline_after = min(config.federation.offline_after_s, self.timeout)
         self._local_only: dict[str, Any] = {}
         tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
 
@@ -67,8 +80,9 @@ class SitePartners:
             runs[n] = run_deployment(
                 partner_deployment(n), parameters={"job": job}, timeout=0, flow_run_name=f"{action}-{server_round}-{n}"
             )
-        deadline = time.monotonic() + self.timeout
-        pending, states = dict(runs), {}
+        started = time.monotonic()
+        deadline, offline_check = started + self.timeout, started + self.offline_after
+        pending, states, offline = dict(runs), {}, set()
         with get_client(sync_client=True) as client:
             while pending and time.monotonic() < deadline:
                 for n, run in list(pending.items()):
@@ -76,13 +90,21 @@ class SitePartners:
                     if state is not None and state.is_final():
                         states[n] = state
                         del pending[n]
+                    elif _unclaimed(state, offline_check) and not _worker_online(client, n):
+                        offline.add(n)  # nobody will pick it up: don't wait for the timeout
+                        del pending[n]
                 if pending:
                     time.sleep(1.0)
-            for run in pending.values():  # never picked up or still running: stop it, count it as failed
-                client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
+            for n, run in runs.items():  # never picked up or still running: stop it, count it as failed
+                if n in pending or n in offline:
+                    client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
         replies, failures = {}, []
         for n in self.names:
-            if n in pending:
+            if n in offline:
+                failures.append(
+                    Failure(n, f"no worker online for pool 'partner-{n}' after {self.offline_after:.0f} s; start it")
+                )
+            elif n in pending:
                 failures.append(
                     Failure(n, f"no reply within {self.timeout:.0f} s; is the worker for pool 'partner-{n}' running?")
                 )
@@ -91,12 +113,6 @@ class SitePartners:
             else:
                 replies[n] = self.tracker.download_json(self.site_runs[n], reply_path(action, server_round))
         return replies, failures
-
-    def _all(self, action: str, server_round: int = 0, **params: Any) -> dict[str, Any]:
-        replies, failures = self._dispatch(action, server_round, **params)
-        if failures:
-            raise RuntimeError("; ".join(f"partner {f.partner}: {f.reason}" for f in failures))
-        return replies
 
     def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
         """Partners that fail to prepare (worker down, bad library) sit the run out; the flow applies the quorum."""
@@ -145,10 +161,10 @@ class SitePartners:
         parity_edges: Sequence[float],
         champion: Any,
         state_key: str = "default",
-    ) -> dict[str, jobs.FinalReport]:
+    ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         """Final evaluation; the local-only baseline rides along in the same job (one worker start less).
         ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads in their workspaces."""
-        out = self._all(
+        out, failures = self._dispatch(
             "finish",
             self.config.federation.rounds,
             state_key=state_key,
@@ -160,7 +176,8 @@ class SitePartners:
         self._local_only = {
             n: (r["local_only"]["test"], r["local_only"]["curve"]) for n, r in out.items() if r.get("local_only")
         }
-        return {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
+        reports = {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
+        return reports, failures
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         """Computed by each partner in its finish job (call :meth:`finish` first)."""

@@ -24,6 +24,9 @@ from molfed.data.split import split_by_scaffold
 from molfed.federated import private_heads as ph
 from molfed.federated.scaffold import start_control_step
 from molfed.federated.types import (
+    DP_MAX_GRAD_NORM,
+    DP_NOISE_MULTIPLIER,
+    DP_NOISE_SEED,
     LOSS_BEFORE,
     PROXIMAL_MU,
     REPORT_LOSS_BEFORE,
@@ -34,6 +37,7 @@ from molfed.federated.types import (
 )
 from molfed.federated.weights import get_weights, set_weights
 from molfed.models.model import ModelSpec, MoleculeModel, build_model, is_private
+from molfed.privacy.dpsgd import dp_settings_from_options
 from molfed.train.local import evaluate, label_moments, train_local
 
 log = logging.getLogger(__name__)
@@ -212,7 +216,7 @@ def materialize(
     return model.to(resolve_device(device))
 
 
-FIT_OPTIONS = (PROXIMAL_MU, REPORT_LOSS_BEFORE)
+FIT_OPTIONS = (PROXIMAL_MU, REPORT_LOSS_BEFORE, DP_NOISE_MULTIPLIER, DP_MAX_GRAD_NORM, DP_NOISE_SEED)
 """``fit_options`` keys :func:`local_update` understands."""
 FIT_TENSORS = (SCAFFOLD_C,)
 """``fit_tensors`` keys :func:`local_update` understands."""
@@ -241,7 +245,8 @@ def local_update(
     fit_options:
         The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_options`: ``proximal_mu`` (FedProx;
         overrides the ``proximal_mu`` argument), ``report_loss_before`` (q-FedAvg: 1.0 adds
-        ``metrics["loss_before"]``, the received model's loss on the training split).
+        ``metrics["loss_before"]``, the received model's loss on the training split), ``dp_*`` (sample-level
+        DP-SGD, see :mod:`molfed.privacy.dpsgd`).
     fit_tensors:
         The strategy's :meth:`~molfed.federated.strategy_base.Strategy.fit_tensors`: ``scaffold_c`` (SCAFFOLD's
         server control variate): see :mod:`molfed.federated.scaffold`; returns ``extras["scaffold_delta_c"]``.
@@ -309,6 +314,7 @@ def local_update(
         seed=seed,
         proximal_mu=float(options.get(PROXIMAL_MU, proximal_mu)),
         grad_correction=scaffold.correction() if scaffold is not None else None,
+        dp=dp_settings_from_options(options),
     )
     extras: dict[str, Weights] = {}
     if scaffold is not None:

@@ -16,6 +16,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from molfed.models.model import MoleculeModel
+from molfed.privacy.dpsgd import DPSGDSettings, train_dp
 from molfed.train.metrics import masked_loss, task_metrics
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -43,6 +44,7 @@ def train_local(
     seed: int = 0,
     proximal_mu: float = 0.0,
     grad_correction: Mapping[str, torch.Tensor] | None = None,
+    dp: DPSGDSettings | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` passes over ``graphs``.
 
@@ -54,11 +56,14 @@ def train_local(
     grad_correction:
         Tensors by parameter name (same shapes) added to those parameters' gradients before every optimizer step:
         SCAFFOLD's ``c - c_i``. Parameters not named are not corrected.
+    dp:
+        Sample-level DP-SGD (see :mod:`molfed.privacy.dpsgd`): Poisson sampling with rate ``batch_size / n``,
+        per-graph clipping and Gaussian noise instead of shuffled mini-batches.
 
     Raises
     ------
     ValueError
-        If ``graphs`` is empty or the optimizer is unknown.
+        If ``graphs`` is empty, the optimizer is unknown, or ``dp`` is combined with ``grad_correction``.
     """
     if not graphs:
         raise ValueError("train_local: got 0 training graphs, expected at least 1")
@@ -66,6 +71,20 @@ def train_local(
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {sorted(_OPTIMIZERS)}")
     device = next(model.parameters()).device
     opt = _OPTIMIZERS[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay)
+    if dp is not None:
+        if grad_correction is not None:
+            raise ValueError("train_local: DP-SGD cannot apply a gradient correction computed without noise")
+        dp_loss, dp_steps = train_dp(
+            model,
+            graphs,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=opt,
+            settings=dp,
+            seed=seed,
+            proximal_mu=proximal_mu,
+        )
+        return TrainResult(n_samples=len(graphs), loss=dp_loss, steps=dp_steps)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     corrections = [
         (param, grad_correction[name].to(device=param.device, dtype=param.dtype))

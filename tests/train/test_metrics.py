@@ -28,3 +28,18 @@ def test_masked_loss_ignores_missing_labels_and_mixes_kinds():
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(0.0), torch.tensor(1.0))
     expected = (1.0 + 2 * bce) / 3  # mse 1, two bce terms of log 2, the NaN masked
     assert torch.isclose(masked_loss(out, y, cls), expected)
+
+
+def test_auc_and_average_precision_equal_scikit_learn_with_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from molfed.train.metrics import average_precision, roc_auc
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        t = rng.integers(0, 2, n).astype(float)
+        t[:2] = [0.0, 1.0]
+        p = np.round(rng.random(n), 1)  # rounding makes ties
+        assert np.isclose(roc_auc(t, p), roc_auc_score(t, p))
+        assert np.isclose(average_precision(t, p), average_precision_score(t, p))

@@ -1,0 +1,169 @@
+"""The federated round loop with a checkpoint after every round, and the reopening of a stopped run.
+
+Per round: every partner trains (retried, timed out, failures kept as data), the strategy aggregates under the
+quorum, the round's metrics and global weights are logged, then the checkpoint is stored and committed (the run tag
+``molfed.checkpoint.round``). A resumed run restarts after the last committed round; its metric logging skips
+(key, step) pairs already present, so a round re-run after a kill logs nothing twice and nothing goes missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from prefect import get_run_logger
+
+from molfed import progress
+from molfed.errors import MolfedError
+from molfed.federated import checkpoint as ck
+from molfed.federated import coordinator as coord
+from molfed.federated.strategies import Strategy
+from molfed.federated.types import Failure, QuorumError, Weights
+from molfed.models.model import ModelSpec
+from molfed.tracking import CHECKPOINT_TAG, Tracker
+from tasks import coordinator as ct
+
+BASELINE_KINDS = (coord.LOCAL_ONLY, coord.POOLED)
+
+
+def reopen(tracker: Tracker, run_id: str) -> bytes:
+    """Reopen a stopped run for ``molfed resume``: its last committed checkpoint (baseline child runs of an
+    interrupted final stage are deleted; they are redone).
+
+    Raises
+    ------
+    MolfedError
+        If the run does not exist, already finished, or has no checkpoint.
+    """
+    try:
+        status = tracker.client.get_run(run_id).info.status
+    except Exception:
+        raise MolfedError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
+    if status == "FINISHED":
+        raise MolfedError(f"run {run_id} already finished; nothing to resume")
+    saved = tracker.load_checkpoint(run_id)
+    if saved is None:
+        raise MolfedError(f"run {run_id} has no checkpoint (tag {CHECKPOINT_TAG}); start it again with molfed run")
+    tracker.reopen_run(run_id)
+    tracker.delete_child_runs(run_id, BASELINE_KINDS)
+    return saved
+
+
+class RoundHook(Protocol):
+    """Round-level policy beside the strategy (e.g. the privacy budget); its state goes in the checkpoint's
+    sections."""
+
+    def before_round(self, server_round: int) -> None:
+        """Raise (a :class:`~molfed.errors.MolfedError`) to stop before anything of the round runs."""
+
+    def after_round(self, server_round: int, participants: Sequence[str]) -> dict[str, float]:
+        """Metrics of the round, logged with the training metrics at step ``server_round``."""
+        ...
+
+
+class RoundLoop:
+    """Global weights, strategy state and history of one federation, checkpointed after every round."""
+
+    def __init__(
+        self,
+        *,
+        tracker: Tracker,
+        run_id: str,
+        strategy: Strategy,
+        names: Sequence[str],
+        quorum: int,
+        sizes: Mapping[str, Mapping[str, int]],
+        metric: str,
+        fingerprint: dict[str, Any],
+        sections: ck.Sections,
+        hooks: Sequence[RoundHook] = (),
+    ):
+        self.tracker, self.run_id, self.strategy = tracker, run_id, strategy
+        self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
+        self.fingerprint, self.sections, self.hooks = fingerprint, sections, list(hooks)
+        self.history = ck.RoundHistory()
+        self.weights: Weights = {}
+        self.done = -1
+        """Last completed round whose checkpoint is committed (0: the initial state; -1: none yet)."""
+
+    def start(self, init: Weights, saved: bytes | None) -> None:
+        """Begin at round 1 from ``init`` (checkpoint 0 is committed), or continue from a saved checkpoint.
+
+        Raises
+        ------
+        MolfedError
+            If the checkpoint is unreadable or the partners' libraries or target scaling changed since.
+        """
+        if saved is None:
+            self.weights = init
+            self.commit(0)
+            return
+        try:
+            state = ck.from_bytes(saved)
+        except ValueError as exc:
+            raise MolfedError(f"run {self.run_id}: {exc}") from None
+        if state.fingerprint != self.fingerprint:
+            raise MolfedError(
+                f"run {self.run_id}: partners or their libraries changed since the run started "
+                f"(was {sorted(state.fingerprint.get('digests', {}))}); a resume needs the same data"
+            )
+        self.strategy.load_state_dict(state.strategy)
+        self.sections.load(state.sections)
+        ck.restore_rng(state.rng)
+        self.weights, self.history, self.done = state.weights, state.history, state.server_round
+        get_run_logger().info("resuming run %s after round %d", self.run_id, self.done)
+
+    def commit(self, server_round: int) -> None:
+        state = ck.Checkpoint(
+            server_round=server_round,
+            weights=dict(self.weights),
+            strategy=self.strategy.state_dict(),
+            rng=ck.capture_rng(),
+            history=self.history,
+            fingerprint=self.fingerprint,
+            sections=self.sections.save(),
+        )
+        self.tracker.log_checkpoint(self.run_id, ck.to_bytes(state), server_round)
+        self.done = server_round
+
+    def record_val(self, step: int, per_partner: dict[str, dict[str, float]]) -> None:
+        """Validation metrics of the global model after round ``step``, as partners measured them."""
+        self.history.val.append({n: per_partner.get(n, {}) for n in self.names})  # {}: no report
+        values = coord.split_metrics("val", per_partner, self.sizes["val"])
+        self.tracker.log_metrics(self.run_id, values, step=step)
+        self.history.rows[step - 1][f"val_{self.metric}"] = values.get(f"val_{self.metric}")
+
+    def check_quorum(self, stage: str, ok: Sequence[str], failures: Sequence[Failure]) -> None:
+        """Tag and log each failure of ``stage``; raise :class:`QuorumError` if fewer than the quorum succeeded."""
+        logger = get_run_logger()
+        for f in failures:
+            logger.warning("%s: partner %s failed: %s", stage, f.partner, f.reason)
+            self.tracker.set_tags(self.run_id, {f"{stage}.failed.{f.partner}": f.reason[:500]})
+        if len(ok) < self.quorum:
+            reasons = "; ".join(f"{f.partner}: {f.reason}" for f in failures)
+            raise QuorumError(f"{stage}: {len(ok)} partner(s) succeeded, quorum is {self.quorum} ({reasons})")
+
+    def run(self, pool: Any, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], rounds: int) -> None:
+        """Rounds ``done + 1 .. rounds``, each committed as a checkpoint."""
+        for r in range(self.done + 1, rounds + 1):
+            for hook in self.hooks:
+                hook.before_round(r)
+            s = self.strategy
+            replies, failures = pool.round(
+                r, spec, self.weights, scaling, s.fit_options(r), s.fit_tensors(r, self.weights), self.run_id
+            )
+            self.check_quorum(f"round.{r}", list(replies), failures)
+            updates = [replies[n].update for n in self.names if n in replies]
+            outcome = ct.aggregate(s, r, self.weights, updates, failures, self.quorum)
+            rejected = [f for f in outcome.failures if f.partner in replies]
+            self.check_quorum(f"round.{r}", outcome.accepted, rejected)
+            train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(self.names))
+            for hook in self.hooks:
+                train.update(hook.after_round(r, list(replies)))
+            self.history.rows.append({"round": r, **train})
+            if r > 1:  # partners evaluated the previous round's global model before training on it
+                self.record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
+            self.weights = outcome.weights
+            ct.log_round(self.tracker, self.run_id, r, train, self.weights)
+            self.commit(r)
+            progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
