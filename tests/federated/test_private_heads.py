@@ -192,3 +192,11 @@ def test_every_strategy_takes_trunk_only_updates(name):
     if name not in ("fedadam", "fedyogi", "fedadagrad", "qfedavg"):
         for key in current:
             np.testing.assert_allclose(out[key], agreed[key], rtol=1e-5, atol=1e-6)
+
+
+def test_shared_tasks_a_library_lacks_become_missing_label_columns():
+    g = mol_to_graph(Chem.MolFromSmiles("CCO"), [1.5, 7.0])  # shared task 'b' (column 'b'), then a private task
+    (out,) = p._with_missing_columns([g], [None, "b"])
+    assert out.y.shape == (1, 3)
+    assert np.isnan(out.y[0, 0]) and out.y[0, 1] == 1.5 and out.y[0, 2] == 7.0
+    assert g.y.shape == (1, 2)  # the cached graph is untouched
