@@ -606,6 +606,7 @@ def site_run_config(config: RunConfig, site: SiteConfig, *, source: str = "site 
     raw = config.model_dump(mode="json")
     raw.update(mode="local", partners=[site.as_partner().model_dump(mode="json", exclude_unset=True)])
     raw["baselines"]["pooled"] = False
+    raw["federation"]["min_partners"] = None  # the quorum is the coordinator's; this view holds one partner
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -70,7 +70,13 @@ def test_site_config_declares_private_tasks_checked_against_the_federation(tmp_p
     site_path.write_text("name: a\npath: a.csv\nworkspace: ws\nprivate_tasks: [{name: p, type: classification}]\n")
     site = load_site_config(site_path)
     federation = RunConfig.model_validate(
-        {"mode": "sites", "tasks": [{"name": "y"}], "partners": [{"name": "a"}], "baselines": {"pooled": False}}
+        {
+            "mode": "sites",
+            "tasks": [{"name": "y"}],
+            "partners": [{"name": "a"}, {"name": "b"}],
+            "baselines": {"pooled": False},
+            "federation": {"min_partners": 2},  # the coordinator's quorum, not the site's concern
+        }
     )
     config = site_run_config(federation, site)
     assert config.mode == "local" and config.partners[0].private_tasks[0].type == "classification"
