@@ -32,6 +32,7 @@ import torch
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.demo import write_demo_partners
 from molfed.data.partition import heterogeneity_stats, partition_dataset, read_partner_csv
+from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
 from molfed.federated.simulation import simulate
@@ -128,13 +129,13 @@ def run_split(
 
     start = time.perf_counter()
     local = {
-        d.name: p.local_only_baseline(d, seed=p.derive_seed(SEED, "local-only", d.name), **common)[0]["rmse"]
+        d.name: baselines.local_only_baseline(d, seed=p.derive_seed(SEED, "local-only", d.name), **common)[0]["rmse"]
         for d in partners
     }
     rows.append(("local-only", label, *rmse_row(local, sizes), time.perf_counter() - start))
 
     start = time.perf_counter()
-    pooled, _ = p.pooled_baseline(partners, seed=p.derive_seed(SEED, "pooled"), **common)
+    pooled, _ = baselines.pooled_baseline(partners, seed=p.derive_seed(SEED, "pooled"), **common)
     rows.append(
         ("pooled", label, *rmse_row({k: v["rmse"] for k, v in pooled.items()}, sizes), time.perf_counter() - start)
     )

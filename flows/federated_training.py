@@ -21,6 +21,7 @@ from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated.checkpoint import Sections
+from molfed.federated.jobs import private_metrics
 from molfed.federated.partner import combine_moments
 from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
@@ -144,11 +145,12 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         )
         j = next((i for i, t in enumerate(task_types) if t == "regression"), None)
         edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j]) if j is not None else []
-        final, failures = pool.finish(spec, weights, scaling, j, edges, champion)
+        final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
         loop.check_quorum("finish", list(final), failures)
         names = [n for n in names if n in final]
         loop.record_val(config.federation.rounds, {n: final[n].val for n in names})
         tracker.log_metrics(run_id, coord.split_metrics("test", {n: final[n].test for n in names}, sizes["test"]))
+        tracker.log_metrics(run_id, private_metrics(final))  # partners that allow it; aggregates only
         test = {n: {coord.FEDERATED: final[n].test} for n in names}
         kinds, local_history, pooled_history = [coord.FEDERATED], {}, []
         if config.baselines.local_only:

@@ -13,13 +13,13 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from molfed.config import RunConfig, SiteConfig, load_site_config
+from molfed.config import RunConfig, SiteConfig, load_site_config, site_run_config
 from molfed.errors import ConfigError
 from molfed.federated import jobs
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
 from tasks import integrity
-from tasks.partner import load_partner, local_only_from_config, round_from_config
+from tasks.partner import finish_from_config, load_partner, local_only_from_config, round_from_config
 from tasks.sites import reply_path, update_path
 
 
@@ -68,13 +68,7 @@ def partner_job(job: SiteJob) -> None:
 def _run(job: SiteJob, site: SiteConfig) -> None:
     tracker = Tracker(resolve_tracking_uri(None), None)
     config = RunConfig.model_validate(tracker.download_json(job.parent_run_id, "federation/config.json"))
-    config = config.model_copy(
-        update={
-            "mode": "local",
-            "partners": [site.as_partner()],
-            "baselines": config.baselines.model_copy(update={"pooled": False}),
-        }
-    )
+    config = site_run_config(config, site)
     data = load_partner(config, config.partners[0])
     reply: dict
     if job.action == "prepare":
@@ -102,15 +96,8 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
             if job.champion_uri:
                 c_spec, c_weights, c_scaling = load_model_parts(job.champion_uri, tracker.tracking_uri)
                 champion = (c_spec, c_weights, c_scaling)
-            reply = jobs.finish_job(
-                data,
-                spec=spec,
-                weights=weights,
-                scaling=scaling,
-                parity_task=job.parity_task,
-                parity_edges=job.parity_edges,
-                champion=champion,
-                device=config.device,
+            reply = finish_from_config(
+                config, site.name, spec, weights, scaling, job.parity_task, job.parity_edges, champion, job.state_key
             ).to_json()
             if job.local_only:
                 init = tracker.download_weights(job.parent_run_id, "global_model/round_0000.pt")

@@ -56,7 +56,61 @@ class TaskSpec(_Model):
     )
 
 
-class PartnerConfig(_Model):
+class PrivateTaskSpec(_Model):
+    """A task only this partner has (MELLODDY-style): trained by the partner's private head, which never leaves the
+    partner's workspace. Its labels and target scaling stay with the partner."""
+
+    name: str = Field(min_length=1, max_length=100, description="Task name, unique within this partner.")
+    type: Literal["regression", "classification"] = Field(
+        "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
+    )
+    column: str | None = Field(None, description="Column holding the labels; defaults to the task name.")
+
+    @property
+    def label_column(self) -> str:
+        return self.column if self.column is not None else self.name
+
+
+class _PrivateTasks(_Model):
+    """Fields a partner sets about its own tasks (in its run-config entry, or in its site config in sites mode)."""
+
+    shared_tasks: list[str] | None = Field(
+        None,
+        description="Top-level (shared) tasks this library has labels for; default all. [] for a partner with "
+        "private tasks only: its updates then carry trunk weights only.",
+    )
+    private_tasks: list[PrivateTaskSpec] = Field(
+        default_factory=list, description="Tasks only this partner has, learnt by a head that never leaves it."
+    )
+    report_private_metrics: bool = Field(
+        True,
+        description="Report validation/test metrics of private tasks to the federation run (metric names carry "
+        "the private task names); false keeps even the names in the partner's workspace.",
+    )
+    export_tracking_uri: str | None = Field(
+        None,
+        description="Partner's own MLflow tracking URI to log its final model (trunk + private head) to, besides "
+        "<workspace>/models/<run_id>/; never the federation's.",
+    )
+
+    @property
+    def declares_tasks(self) -> bool:
+        """Whether any of these fields differs from its default."""
+        return bool(
+            self.shared_tasks is not None
+            or self.private_tasks
+            or not self.report_private_metrics
+            or self.export_tracking_uri
+        )
+
+    def _check_private_tasks(self, where: str) -> None:
+        names = [t.name for t in self.private_tasks]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                raise ValueError(f"{where}private_tasks.{j}.name: duplicate private task {name!r}")
+
+
+class PartnerConfig(_PrivateTasks):
     """Where one partner's library lives. Only the name and paths ever leave the partner."""
 
     name: str = Field(description="Partner name, used in metric names and logs (letters, digits, _ . -).")
@@ -82,6 +136,10 @@ class PartnerConfig(_Model):
     def column_for(self, task: str) -> str:
         """Return the library column holding ``task``'s labels."""
         return self.label_columns.get(task, task)
+
+    def has_shared(self, task: str) -> bool:
+        """Whether this library has labels for shared ``task``."""
+        return self.shared_tasks is None or task in self.shared_tasks
 
 
 class StandardizeConfig(_Model):
@@ -345,15 +403,34 @@ class RunConfig(_Model):
     def _check_consistency(self) -> RunConfig:
         _no_duplicates([p.name for p in self.partners], "partner name")
         _no_duplicates([t.name for t in self.tasks], "task name")
-        task_names = {t.name for t in self.tasks}
-        for partner in self.partners:
-            unknown = sorted(set(partner.label_columns) - task_names)
-            if unknown:
+        for i, partner in enumerate(self.partners):
+            _check_partner_tasks(partner, [t.name for t in self.tasks], f"partners.{i}.")
+            if self.mode == "sites" and partner.declares_tasks:
                 raise ValueError(
-                    f"partner {partner.name!r}: label_columns names unknown task(s) {unknown}; "
-                    f"tasks are {sorted(task_names)}"
+                    f"partners.{i}: sites mode: shared_tasks, private_tasks, report_private_metrics and "
+                    "export_tracking_uri belong in the partner's own site config, which the coordinator never sees"
                 )
-            _check_columns(partner, [t.name for t in self.tasks])
+            if partner.export_tracking_uri and partner.export_tracking_uri == self.tracking.tracking_uri:
+                raise ValueError(
+                    f"partners.{i}.export_tracking_uri: is the federation's tracking URI; a partner's own model "
+                    "(with its private head) must go to the partner's own MLflow"
+                )
+            if self.privacy.mode == "client" and partner.shared_tasks == []:
+                raise ValueError(
+                    f"partners.{i}.shared_tasks: privacy.mode 'client' needs every partner's update to carry the "
+                    f"shared head, but partner {partner.name!r} has no shared task"
+                )
+            if partner.shared_tasks == [] and (self.secure_aggregation.enabled or self.integrity.screens):
+                raise ValueError(
+                    f"partners.{i}.shared_tasks: partner {partner.name!r} sends the trunk only, but secure aggregation "
+                    "and integrity delta screens need every update to carry the same tensors; give it a shared task "
+                    "or turn them off"
+                )
+            if partner.private_tasks and self.baselines.pooled:
+                raise ValueError(
+                    f"baselines.pooled: partner {partner.name!r} has private tasks, whose labels never leave it; "
+                    "set baselines.pooled false"
+                )
         for partner in self.partners:
             if self.mode == "local" and partner.path is None:
                 raise ValueError(f"partner {partner.name!r}: path is required in local mode")
@@ -483,18 +560,38 @@ def _public_key_problem(text: str) -> str | None:
     return None
 
 
-def _check_columns(partner: PartnerConfig, tasks: Sequence[str]) -> None:
-    """Each task reads its own column, and none reads the SMILES column."""
-    readers: dict[str, str] = {}
-    for task in tasks:
-        column = partner.column_for(task)
-        if column == partner.smiles_column:
-            raise ValueError(f"partner {partner.name!r}: task {task!r} reads the SMILES column {column!r}")
-        if column in readers:
+def _check_partner_tasks(partner: PartnerConfig, tasks: Sequence[str], where: str) -> None:
+    """Shared and private tasks of one partner: known, distinct, at least one, each reading its own column."""
+    task_names = set(tasks)
+    unknown = sorted(set(partner.label_columns) - task_names)
+    if unknown:
+        raise ValueError(
+            f"{where}label_columns: partner {partner.name!r}: label_columns names unknown task(s) {unknown}; "
+            f"tasks are {sorted(task_names)}"
+        )
+    unknown = sorted(set(partner.shared_tasks or ()) - task_names)
+    if unknown:
+        raise ValueError(f"{where}shared_tasks: unknown task(s) {unknown}; tasks are {sorted(task_names)}")
+    partner._check_private_tasks(where)
+    for j, task in enumerate(partner.private_tasks):
+        if task.name in task_names:
             raise ValueError(
-                f"partner {partner.name!r}: tasks {readers[column]!r} and {task!r} both read column {column!r}"
+                f"{where}private_tasks.{j}.name: {task.name!r} is a shared task (top-level tasks); rename the private "
+                "task or drop it"
             )
-        readers[column] = task
+    shared = [t for t in tasks if partner.has_shared(t)]
+    if not shared and not partner.private_tasks:
+        raise ValueError(f"{where}shared_tasks: partner {partner.name!r} has no task; list shared or private tasks")
+    readers: dict[str, str] = {}
+    columns = [(partner.column_for(t), t, "label_columns") for t in shared]
+    columns += [(t.label_column, t.name, f"private_tasks.{j}.column") for j, t in enumerate(partner.private_tasks)]
+    for column, name, key in columns:
+        who = f"{where}{key}: partner {partner.name!r}"
+        if column == partner.smiles_column:
+            raise ValueError(f"{who}: task {name!r} reads the SMILES column {column!r}")
+        if column in readers:
+            raise ValueError(f"{who}: tasks {readers[column]!r} and {name!r} both read column {column!r}")
+        readers[column] = name
 
 
 def _no_duplicates(names: Sequence[str], what: str) -> None:
@@ -653,7 +750,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: YAML nested too deeply") from None
 
 
-class SiteConfig(_Model):
+class SiteConfig(_PrivateTasks):
     """A partner's own configuration, kept on the partner's side; the coordinator never sees it."""
 
     name: str = Field(description="This partner's name, as in the coordinator's config.")
@@ -662,6 +759,11 @@ class SiteConfig(_Model):
     label_columns: dict[str, str] = Field(default_factory=dict, description="Task name -> column.")
     workspace: Path = Field(description="Partner-private directory for caches, splits, rejects, control state.")
 
+    @model_validator(mode="after")
+    def _check(self) -> SiteConfig:
+        self._check_private_tasks("")
+        return self
+
     def as_partner(self) -> PartnerConfig:
         return PartnerConfig(
             name=self.name,
@@ -669,7 +771,26 @@ class SiteConfig(_Model):
             smiles_column=self.smiles_column,
             label_columns=self.label_columns,
             workspace=self.workspace,
+            **{k: getattr(self, k) for k in _PrivateTasks.model_fields},
         )
+
+
+def site_run_config(config: RunConfig, site: SiteConfig, *, source: str = "site config") -> RunConfig:
+    """The federation's run config as this site runs it: local mode, this partner only, no pooled baseline.
+
+    Raises
+    ------
+    ConfigError
+        If the site's tasks do not fit the federation's (e.g. a private task named like a shared task).
+    """
+    raw = config.model_dump(mode="json")
+    raw.update(mode="local", partners=[site.as_partner().model_dump(mode="json", exclude_unset=True)])
+    raw["baselines"]["pooled"] = False
+    raw["federation"]["min_partners"] = None  # the quorum is the coordinator's; this view holds one partner
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source).replace("partners.0.", "")) from None
 
 
 def load_site_config(path: str | Path) -> SiteConfig:

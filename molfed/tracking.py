@@ -350,3 +350,19 @@ def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> Any:
     """Load a logged or registered model (``models:/name/1``, ``models:/name@champion``, ``runs:/...``)."""
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def log_partner_model(
+    tracking_uri: str, directory: Path, *, partner: str, federation_run: str, metrics: Mapping[str, Mapping[str, float]]
+) -> str:
+    """Log a partner's exported model directory (trunk + private head) to the *partner's own* MLflow, experiment
+    ``molfed-partner-<partner>``, with its private-task metrics; returns the run id. Never call it with the
+    federation's tracking URI."""
+    tracker = Tracker(tracking_uri, f"molfed-partner-{partner}")
+    run_id = tracker.start_run(
+        f"{partner}-{federation_run}", tags={"molfed.kind": "partner-model", "molfed.federation_run": federation_run}
+    )
+    tracker.log_metrics(run_id, {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items()})
+    tracker.client.log_artifacts(run_id, str(directory), "model")
+    tracker.end_run(run_id)
+    return run_id

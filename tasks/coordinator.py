@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from molfed import plots, reporting
 from molfed.config import RunConfig
+from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, decide_promotion, split_metrics
 from molfed.federated.jobs import FinalReport
@@ -40,7 +41,7 @@ def pooled(
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, dict[str, float]]]]:
     """Simulation only: one model on the union of all partners' training splits, tested on each partner."""
     data = [partner_data(config, x.name) for x in config.partners]
-    return p.pooled_baseline(
+    return baselines.pooled_baseline(
         data,
         spec=spec,
         init_weights=init_weights,
@@ -61,7 +62,8 @@ def log_round(tracker: Tracker, run_id: str, server_round: int, metrics: Mapping
 @task(name="log-partners", persist_result=False)
 def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
     """The config as params; per partner: digest, counts and reject counts as tags, metrics and datasets."""
-    tracker.log_params(run_id, config.model_dump(mode="json"))
+    private = {"private_tasks", "shared_tasks", "report_private_metrics", "export_tracking_uri"}
+    tracker.log_params(run_id, config.model_dump(mode="json", exclude={"partners": {"__all__": private}}))
     tracker.set_tags(run_id, reporting.partner_tags(summaries))
     tracker.log_metrics(run_id, reporting.partner_count_metrics(summaries))
     for s in summaries:
@@ -165,6 +167,7 @@ def decide_champion(
     name, cfg = config.tracking.registered_model, config.champion
     if version is None or name is None or not cfg.enabled:
         return "champion comparison off"
+    final = {n: r for n, r in final.items() if r.val}  # a partner with private tasks only has no shared metric
     new = combine_partners({n: r.val for n, r in final.items()}, val_sizes).get(cfg.metric)
     old = None
     if champion is not None and all(r.champion_val for r in final.values()):

@@ -13,8 +13,9 @@ from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
-from molfed.federated import faults, jobs
+from molfed.federated import baselines, faults, jobs
 from molfed.federated import partner as p
+from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
 from tasks import integrity
@@ -38,8 +39,9 @@ def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
         path=cfg.path,
         workspace=config.workspace_for(cfg),
         smiles_column=cfg.smiles_column,
-        label_columns=[cfg.column_for(t.name) for t in config.tasks],
+        label_columns=[cfg.column_for(t.name) if cfg.has_shared(t.name) else None for t in config.tasks],
         task_types=[t.type for t in config.tasks],
+        private_tasks=[PrivateTask(t.name, t.type, t.label_column) for t in cfg.private_tasks],
         standardize=standardize_options(config),
         duplicates=config.data.duplicates,
         split_fractions=config.data.split_fractions,
@@ -80,7 +82,7 @@ def local_only_from_config(
     config: RunConfig, data: p.PartnerData, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """The local-only baseline with the federation's budget and seed (shared by local and sites mode)."""
-    return p.local_only_baseline(
+    return baselines.local_only_baseline(
         data,
         spec=spec,
         init_weights=init,
@@ -92,8 +94,39 @@ def local_only_from_config(
     )
 
 
+def partner_config(config: RunConfig, name: str) -> PartnerConfig:
+    return next(x for x in config.partners if x.name == name)
+
+
 def partner_data(config: RunConfig, name: str) -> p.PartnerData:
-    return load_partner(config, next(x for x in config.partners if x.name == name))
+    return load_partner(config, partner_config(config, name))
+
+
+def finish_from_config(
+    config: RunConfig,
+    name: str,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    parity_task: int | None,
+    parity_edges: Sequence[float],
+    champion: tuple[ModelSpec, Weights, Mapping[str, Sequence[float]]] | None,
+    state_key: str,
+) -> jobs.FinalReport:
+    """A partner's final job with its private-task choices (shared by local and sites mode)."""
+    cfg = partner_config(config, name)
+    return jobs.finish_job(
+        load_partner(config, cfg),
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        parity_task=parity_task,
+        parity_edges=parity_edges,
+        champion=champion,
+        device=config.device,
+        state_key=state_key,
+        private=jobs.PrivateOptions(cfg.report_private_metrics, cfg.export_tracking_uri),
+    )
 
 
 @task(name="prepare-partner", task_run_name="prepare-{name}", **PRIVATE)
@@ -131,18 +164,10 @@ def finish(
     parity_task: int | None,
     parity_edges: Sequence[float],
     champion: Any,
+    state_key: str,
 ) -> jobs.FinalReport:
     faults.inject(name, "finish")
-    return jobs.finish_job(
-        partner_data(config, name),
-        spec=spec,
-        weights=weights,
-        scaling=scaling,
-        parity_task=parity_task,
-        parity_edges=parity_edges,
-        champion=champion,
-        device=config.device,
-    )
+    return finish_from_config(config, name, spec, weights, scaling, parity_task, parity_edges, champion, state_key)
 
 
 @task(name="local-only-baseline", task_run_name="local-only-{name}", **PRIVATE)
@@ -220,9 +245,11 @@ class LocalPartners:
         parity_task: int | None,
         parity_edges: Sequence[float],
         champion: Any,
+        state_key: str = "default",
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
+        """Final reports; ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads."""
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
-        args = (spec, weights, scaling, parity_task, parity_edges, parts)
+        args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
         return gather({n: self._finish.submit(self.config, n, *args) for n in self.names})
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:

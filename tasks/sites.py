@@ -168,11 +168,14 @@ class SitePartners:
         parity_task: int | None,
         parity_edges: Sequence[float],
         champion: Any,
+        state_key: str = "default",
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
-        """Final evaluation; the local-only baseline rides along in the same job (one worker start less)."""
+        """Final evaluation; the local-only baseline rides along in the same job (one worker start less).
+        ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads in their workspaces."""
         out, failures = self._dispatch(
             "finish",
             self.config.federation.rounds,
+            state_key=state_key,
             parity_task=parity_task,
             parity_edges=list(parity_edges),
             champion_uri=champion.uri if champion else None,

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from molfed.federated import partner as p
+from molfed.federated import private_heads as ph
+from molfed.federated.partner_state import safe_name
 from molfed.federated.types import Update, Weights
-from molfed.models.model import ModelSpec
+from molfed.models.model import ModelSpec, MoleculeModel
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class FinalReport:
     """Binned (measured, predicted) counts on the test split, sparse cells blanked; [] if no regression task."""
     champion_val: dict[str, float] | None = None
     """Validation metrics of the registry's champion model, when one was sent."""
+    private: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{split: {metric.task: value}}`` for the partner's private tasks, if it has any and allows reporting them."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,8 +100,13 @@ def finish_job(
     parity_edges: Sequence[float],
     champion: tuple[ModelSpec, Weights, Mapping[str, Sequence[float]]] | None = None,
     device: str = "cpu",
+    state_key: str = "default",
+    private: PrivateOptions | None = None,
 ) -> FinalReport:
-    """Final validation and test metrics, binned parity counts and, if given, the champion's validation metrics."""
+    """Final validation and test metrics, binned parity counts and, if given, the champion's validation metrics.
+
+    A partner with private tasks also exports its own model (final ``weights`` + its private head from the
+    workspace) to ``<workspace>/models/<state_key>/`` and, per ``private``, reports private-task metrics."""
     metrics = p.evaluate_partner(
         data, spec=spec, weights=weights, scaling=scaling, splits=("val", "test"), device=device
     )
@@ -114,4 +124,57 @@ def finish_job(
             ]
         except (ValueError, RuntimeError) as exc:  # e.g. other tasks or features: not comparable here
             log.warning("partner %s: champion not comparable (%s)", data.name, type(exc).__name__)
-    return FinalReport(metrics["val"], metrics["test"], parity, champion_val)
+    private_metrics: dict[str, dict[str, float]] = {}
+    if data.has_private:
+        options = private or PrivateOptions()
+        model = p.private_model(data, spec=spec, weights=weights, scaling=scaling, state_key=state_key, device=device)
+        evaluated = p.evaluate_private(model, data, ("val", "test"))
+        if options.report_metrics:
+            private_metrics = evaluated
+        export_private_model(data, model, state_key=state_key, metrics=evaluated, tracking_uri=options.tracking_uri)
+    return FinalReport(metrics["val"], metrics["test"], parity, champion_val, private_metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateOptions:
+    """A partner's choices about its private tasks (from its run-config entry or site config)."""
+
+    report_metrics: bool = True
+    """Send private-task metrics (aggregates, named by task) to the federation."""
+    tracking_uri: str | None = None
+    """The partner's own MLflow, where its exported model is also logged."""
+
+
+def export_private_model(
+    data: p.PartnerData,
+    model: MoleculeModel,
+    *,
+    state_key: str,
+    metrics: Mapping[str, Mapping[str, float]],
+    tracking_uri: str | None,
+) -> Path:
+    """Write the partner's model to ``<workspace>/models/<state_key>/`` (and log it to its own MLflow if asked)."""
+    assert data.workspace is not None
+    standardize = asdict(data.standardize) if data.standardize is not None else None
+    meta = {"partner": data.name, "federation_run": state_key, "standardize": standardize, "metrics": metrics}
+    directory = ph.export_model(model_dir(data.workspace, state_key), model, meta=meta)
+    if tracking_uri:
+        from molfed.tracking import log_partner_model
+
+        log_partner_model(tracking_uri, directory, partner=data.name, federation_run=state_key, metrics=metrics)
+    return directory
+
+
+def model_dir(workspace: Path, state_key: str) -> Path:
+    """Where a partner's final model of federation ``state_key`` is exported."""
+    return Path(workspace) / "models" / safe_name(state_key)
+
+
+def private_metrics(reports: Mapping[str, FinalReport]) -> dict[str, float]:
+    """``private_{split}_{metric}.{task}.{partner}`` for every reported private-task metric."""
+    return {
+        f"private_{split}_{name}.{partner}": value
+        for partner, report in reports.items()
+        for split, metrics in report.private.items()
+        for name, value in metrics.items()
+    }

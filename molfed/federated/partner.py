@@ -21,6 +21,7 @@ from torch_geometric.data import Data
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.split import split_by_scaffold
+from molfed.federated import private_heads as ph
 from molfed.federated.scaffold import start_control_step
 from molfed.federated.types import (
     DP_MAX_GRAD_NORM,
@@ -35,7 +36,7 @@ from molfed.federated.types import (
     Weights,
 )
 from molfed.federated.weights import get_weights, set_weights
-from molfed.models.model import ModelSpec, MoleculeModel, build_model
+from molfed.models.model import ModelSpec, MoleculeModel, build_model, is_private
 from molfed.privacy.dpsgd import dp_settings_from_options
 from molfed.train.local import evaluate, label_moments, train_local
 
@@ -68,8 +69,16 @@ class PartnerData:
     splits: dict[str, tuple[Data, ...]]
     summary: PartnerSummary
     workspace: Path | None = None
-    """Partner-private directory; strategy state that must persist between rounds (SCAFFOLD's ``c_i``) lives
-    under ``<workspace>/federation_state/``."""
+    """Partner-private directory; strategy state that must persist between rounds (SCAFFOLD's ``c_i``, the private
+    head) lives under ``<workspace>/federation_state/``."""
+    layout: ph.TaskLayout | None = None
+    """Label columns when the partner has private tasks or lacks shared ones (None: exactly the shared tasks)."""
+    standardize: StandardizeOptions | None = None
+    """Standardization the graphs were made with (stored with an exported model)."""
+
+    @property
+    def has_private(self) -> bool:
+        return self.layout is not None and bool(self.layout.private)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,24 +102,30 @@ def prepare_partner(
     path: Path,
     workspace: Path,
     smiles_column: str,
-    label_columns: Sequence[str],
+    label_columns: Sequence[str | None],
     task_types: Sequence[str],
     standardize: StandardizeOptions,
     duplicates: str,
     split_fractions: tuple[float, float, float],
     seed: int,
     workers: int = 1,
+    private_tasks: Sequence[ph.PrivateTask] = (),
 ) -> PartnerData:
     """Featurize (or load from the workspace cache) and scaffold-split one partner's library.
 
+    ``label_columns`` and ``task_types`` describe the federation's shared tasks; a column of None is a shared task
+    this library lacks (its labels are missing). With ``private_tasks`` each graph's ``y`` is the shared columns
+    (unless all are None) then the private ones (see :class:`~molfed.federated.private_heads.TaskLayout`).
     Results are memoized in this process by library digest and options, so the rounds of a federation reuse them.
     """
+    present = [(c, t) for c, t in zip(label_columns, task_types, strict=True) if c is not None]
+    present += [(t.column, t.type) for t in private_tasks]
     fl = featurize_library(
         Path(path),
         Path(workspace),
         smiles_column=smiles_column,
-        label_columns=label_columns,
-        task_types=task_types,
+        label_columns=[c for c, _ in present],
+        task_types=[t for _, t in present],
         standardize=standardize,
         duplicates=duplicates,
         partner=name,
@@ -126,12 +141,19 @@ def prepare_partner(
         duplicates,
         split_fractions,
         seed,
+        tuple(private_tasks),
     )
     with _LOCK:
         if key in _PREPARED:
             return _PREPARED[key]
+    layout = None
+    if private_tasks or None in label_columns:
+        has_shared = any(c is not None for c in label_columns)
+        head_seed = derive_seed(seed, "private-head", name)
+        layout = ph.TaskLayout(len(label_columns), has_shared, tuple(private_tasks), head_seed)
+    graphs = _with_missing_columns(fl.graphs, label_columns) if layout and layout.has_shared else fl.graphs
     split = split_by_scaffold(fl.scaffolds, fractions=split_fractions, seed=seed)
-    parts = {s: tuple(fl.graphs[i] for i in getattr(split, s)) for s in SPLITS}
+    parts = {s: tuple(graphs[i] for i in getattr(split, s)) for s in SPLITS}
     summary = PartnerSummary(
         name=name,
         digest=fl.digest,
@@ -144,11 +166,25 @@ def prepare_partner(
         reject_counts=fl.reject_counts,
         cache_hit=fl.cache_hit,
     )
-    data = PartnerData(name=name, splits=parts, summary=summary, workspace=Path(workspace))
+    data = PartnerData(name, parts, summary, Path(workspace), layout, standardize)
     with _LOCK:
         _PREPARED[key] = data
     log.info("partner %s: %d molecules (%d rejected)", name, summary.n_molecules, sum(fl.reject_counts.values()))
     return data
+
+
+def _with_missing_columns(graphs: Sequence[Data], label_columns: Sequence[str | None]) -> tuple[Data, ...]:
+    """Graphs whose ``y`` has a NaN column for each shared task the library lacks (None in ``label_columns``)."""
+    if None not in label_columns:
+        return tuple(graphs)
+    order = torch.tensor([i for i, c in enumerate(label_columns) if c is not None], dtype=torch.long)
+    out = []
+    for g in graphs:
+        y = torch.full((g.y.shape[0], g.y.shape[1] + label_columns.count(None)), float("nan"), dtype=g.y.dtype)
+        y[:, order] = g.y[:, : len(order)]
+        y[:, len(label_columns) :] = g.y[:, len(order) :]
+        out.append(Data(x=g.x, edge_index=g.edge_index, edge_attr=g.edge_attr, y=y))
+    return tuple(out)
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -222,6 +258,10 @@ def local_update(
     workspace:
         Where partner-side state lives; default ``data.workspace``.
 
+    With private tasks (``data.layout``) the partner trains the received trunk (and shared head, if it has shared
+    tasks) together with its private head from the workspace, saves the head back there and returns only the
+    trunk and shared head: the update then lacks the shared head if the partner has no shared task.
+
     Raises
     ------
     ValueError
@@ -232,8 +272,21 @@ def local_update(
     unknown = sorted(set(options) - set(FIT_OPTIONS)) + sorted(set(tensors) - set(FIT_TENSORS))
     if unknown:
         raise ValueError(f"local_update: unknown fit option(s) {unknown}; known: {[*FIT_OPTIONS, *FIT_TENSORS]}")
-    model = materialize(spec, weights, scaling, device)
     train = data.splits["train"]
+    ws = workspace if workspace is not None else data.workspace
+    head = None
+    if data.layout is not None:
+        if ws is None:
+            raise ValueError(f"local_update: partner {data.name}: a private head needs a workspace")
+        head = ph.load_head(ws, state_key, server_round)
+        model = ph.partner_model(
+            spec, weights, scaling, layout=data.layout, train=train, head=head, device=resolve_device(device)
+        )
+        start = get_weights(model)
+        weights = {n: weights[n] for n in ph.shared_weights(start)}  # what this partner trains of the global model
+        tensors = {k: {n: t[n] for n in weights if n in t} for k, t in tensors.items()}
+    else:
+        model = materialize(spec, weights, scaling, device)
     metrics: dict[str, float] = {}
     if options.get(REPORT_LOSS_BEFORE):
         metrics[LOSS_BEFORE] = evaluate(model, train, batch_size=max(settings.batch_size, 256)).get("loss", 0.0)
@@ -245,7 +298,7 @@ def local_update(
                 train,
                 weights=weights,
                 control=tensors[SCAFFOLD_C],
-                workspace=workspace if workspace is not None else data.workspace,
+                workspace=ws,
                 state_key=state_key,
                 server_round=server_round,
                 batch_size=max(settings.batch_size, 256),
@@ -268,9 +321,14 @@ def local_update(
     extras: dict[str, Weights] = {}
     if scaffold is not None:
         extras[SCAFFOLD_DELTA_C] = scaffold.finish(state_key, server_round)
+    trained = get_weights(model)
+    if data.layout is not None and ws is not None:
+        ph.save_head(ws, state_key, server_round, trained, start)
+    outgoing = ph.shared_weights(trained)
+    assert not any(is_private(n) for n in outgoing), "a private head must never leave the partner"
     return Update(
         partner=data.name,
-        weights=get_weights(model),
+        weights=outgoing,
         n_samples=result.n_samples,
         metrics={"train_loss": result.loss, **metrics},
         extras=extras,
@@ -286,14 +344,58 @@ def evaluate_partner(
     splits: Sequence[str] = ("val",),
     device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """Metrics of ``weights`` on this partner's splits, ``{split: {metric: value}}``."""
+    """Metrics of the federation's model (``spec``, ``weights``) on this partner's splits for the shared tasks,
+    ``{split: {metric: value}}`` ({} per split for a partner without shared tasks)."""
     model = materialize(spec, weights, scaling, device)
-    return {s: evaluate(model, data.splits[s]) for s in splits}
+    if data.layout is None:
+        return {s: evaluate(model, data.splits[s]) for s in splits}
+    return {s: ph.column_metrics(model, data.splits[s], data.layout.shared_columns) for s in splits}
+
+
+def private_model(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    state_key: str,
+    device: str = "cpu",
+) -> MoleculeModel:
+    """The partner's own model: the federation's ``weights`` + its latest private head from the workspace.
+
+    Raises
+    ------
+    ValueError
+        If the partner has no private task or no workspace.
+    """
+    if data.layout is None or not data.layout.private or data.workspace is None:
+        raise ValueError(f"partner {data.name}: no private task (or no workspace) to build a private model for")
+    head = ph.load_head(data.workspace, state_key, None)
+    return ph.partner_model(
+        spec, weights, scaling, layout=data.layout, train=data.splits["train"], head=head, device=resolve_device(device)
+    )
+
+
+def evaluate_private(model: MoleculeModel, data: PartnerData, splits: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-task metrics of the private tasks (``rmse.<task>`` ...; no means over tasks) per split."""
+    assert data.layout is not None
+    out = {}
+    for split in splits:
+        metrics = ph.column_metrics(model, data.splits[split], data.layout.private_columns)
+        out[split] = {k: v for k, v in metrics.items() if "." in k}
+    return out
 
 
 def partner_label_moments(data: PartnerData) -> dict[str, list[float]]:
-    """Per-task label count / sum / sum of squares on the training split (aggregates only)."""
-    return dict(label_moments(data.splits["train"]))
+    """Per-task label count / sum / sum of squares on the training split, shared tasks only (aggregates; private
+    tasks' statistics never leave the partner)."""
+    if data.layout is None:
+        return dict(label_moments(data.splits["train"]))
+    n = data.layout.n_shared
+    if not data.layout.has_shared:
+        return {"count": [0.0] * n, "sum": [0.0] * n, "sumsq": [0.0] * n}
+    moments = label_moments(data.splits["train"])
+    return {k: list(v[:n]) for k, v in moments.items()}
 
 
 def combine_moments(moments: Sequence[Mapping[str, Sequence[float]]], n_tasks: int) -> dict[str, list[float]]:
@@ -312,98 +414,6 @@ def combine_moments(moments: Sequence[Mapping[str, Sequence[float]]], n_tasks: i
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def train_alone(
-    graphs: Sequence[Data],
-    *,
-    spec: ModelSpec,
-    init_weights: Weights,
-    scaling: Mapping[str, Sequence[float]],
-    settings: TrainSettings,
-    rounds: int,
-    seed: int,
-    val_sets: Mapping[str, Sequence[Data]] | None = None,
-    device: str = "cpu",
-) -> tuple[dict[str, np.ndarray], list[dict[str, dict[str, float]]]]:
-    """A baseline with the federation's budget: ``rounds`` x ``settings.epochs`` epochs on ``graphs`` alone,
-    optimizer state reset each round as in the federation. Returns final weights and per-round validation
-    metrics on each named set in ``val_sets``."""
-    model = materialize(spec, init_weights, scaling, device)
-    history: list[dict[str, dict[str, float]]] = []
-    for r in range(1, rounds + 1):
-        train_local(
-            model,
-            graphs,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            optimizer=settings.optimizer,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            seed=derive_seed(seed, "alone", r),
-        )
-        history.append({name: evaluate(model, vs) for name, vs in (val_sets or {}).items()})
-    return get_weights(model), history
-
-
-def local_only_baseline(
-    data: PartnerData,
-    *,
-    spec: ModelSpec,
-    init_weights: Weights,
-    scaling: Mapping[str, Sequence[float]],
-    settings: TrainSettings,
-    rounds: int,
-    seed: int,
-    device: str = "cpu",
-) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """This partner alone, same budget as the federation: test metrics and per-round validation metrics."""
-    weights, history = train_alone(
-        data.splits["train"],
-        spec=spec,
-        init_weights=init_weights,
-        scaling=scaling,
-        settings=settings,
-        rounds=rounds,
-        seed=seed,
-        val_sets={"val": data.splits["val"]},
-        device=device,
-    )
-    test = evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)
-    return test["test"], [h["val"] for h in history]
-
-
-def pooled_baseline(
-    partners: Sequence[PartnerData],
-    *,
-    spec: ModelSpec,
-    init_weights: Weights,
-    scaling: Mapping[str, Sequence[float]],
-    settings: TrainSettings,
-    rounds: int,
-    seed: int,
-    device: str = "cpu",
-) -> tuple[dict[str, dict[str, float]], list[dict[str, dict[str, float]]]]:
-    """Simulation only: the union of all training splits, same budget; tested on each partner's test split."""
-    graphs = [g for d in partners for g in d.splits["train"]]
-    weights, history = train_alone(
-        graphs,
-        spec=spec,
-        init_weights=init_weights,
-        scaling=scaling,
-        settings=settings,
-        rounds=rounds,
-        seed=seed,
-        val_sets={d.name: d.splits["val"] for d in partners},
-        device=device,
-    )
-    test = {
-        d.name: evaluate_partner(d, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)[
-            "test"
-        ]
-        for d in partners
-    }
-    return test, history
-
-
 def parity_counts(
     data: PartnerData,
     *,
@@ -418,6 +428,8 @@ def parity_counts(
     from molfed.plots import binned_parity
     from molfed.train.local import predict_graphs
 
+    if data.layout is not None and not data.layout.has_shared:  # no shared labels: an empty histogram
+        return binned_parity(np.zeros(0), np.zeros(0), edges)
     model = materialize(spec, weights, scaling, device)
     y_true, y_pred = predict_graphs(model, data.splits["test"])
     return binned_parity(y_true[:, task_index], y_pred[:, task_index], edges)

@@ -1,4 +1,4 @@
-"""Partner-private strategy state kept in the partner's workspace between rounds (e.g. SCAFFOLD's ``c_i``).
+"""Partner-private state kept in the partner's workspace between rounds (SCAFFOLD's ``c_i``, a private head).
 
 One file per (federation, state name): ``<workspace>/federation_state/<state_key>/<name>.npz``, written atomically,
 holding the tensors after the round that wrote it, the tensors it started from, and that round's number. It never
@@ -31,6 +31,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _ROUND, _NEW, _OLD = "__round__", "new.", "old."
 
 
+def safe_name(text: str) -> str:
+    """``text`` with characters unsafe in a file name replaced by ``_``."""
+    return _SAFE.sub("_", text)
+
+
 def state_path(workspace: Path, state_key: str, name: str) -> Path:
     """Where state ``name`` of federation ``state_key`` lives in ``workspace`` (unsafe characters become ``_``)."""
     return Path(workspace) / "federation_state" / _SAFE.sub("_", state_key) / f"{_SAFE.sub('_', name)}.npz"
@@ -41,23 +46,32 @@ def load_state(
 ) -> dict[str, np.ndarray]:
     """The tensors to use in round ``server_round`` (see the module docstring), float32, shaped like ``reference``."""
     zeros = {n: np.zeros(np.shape(a), np.float32) for n, a in reference.items()}
-    path = state_path(workspace, state_key, name)
-    if not path.exists():
+    tensors = load_saved(workspace, state_key, name, server_round)
+    if tensors is None:
         return zeros
-    with np.load(path, allow_pickle=False) as data:
-        saved_round = int(data[_ROUND])
-        if saved_round > server_round:
-            log.warning(
-                "%s: saved by round %d, asked for round %d: starting from zeros", path.name, saved_round, server_round
-            )
-            return zeros
-        prefix = _NEW if saved_round < server_round else _OLD
-        tensors = {k.removeprefix(prefix): np.asarray(data[k], np.float32) for k in data.files if k.startswith(prefix)}
     problem = check_compatible(reference, tensors)
     if problem is not None:
-        log.warning("%s does not match the model (%s): starting from zeros", path.name, problem)
+        log.warning("%s does not match the model (%s): starting from zeros", name, problem)
         return zeros
     return tensors
+
+
+def load_saved(workspace: Path, state_key: str, name: str, server_round: int | None) -> dict[str, np.ndarray] | None:
+    """The saved tensors to use in round ``server_round`` (see the module docstring), or None where the module
+    docstring says zeros (nothing saved, or saved by a later round). ``server_round=None`` asks for the tensors
+    after the latest saved round (e.g. to export a final model). The caller checks names and shapes."""
+    path = state_path(workspace, state_key, name)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        saved_round = int(data[_ROUND])
+        if server_round is not None and saved_round > server_round:
+            log.warning(
+                "%s: saved by round %d, asked for round %d: starting afresh", path.name, saved_round, server_round
+            )
+            return None
+        prefix = _NEW if server_round is None or saved_round < server_round else _OLD
+        return {k.removeprefix(prefix): np.asarray(data[k], np.float32) for k in data.files if k.startswith(prefix)}
 
 
 def save_state(workspace: Path, state_key: str, name: str, server_round: int, new: Weights, old: Weights) -> Path:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from molfed.federated.types import Failure, QuorumError, Update, Weights
 from molfed.federated.weights import check_compatible
+from molfed.models.model import SHARED_HEAD_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,9 @@ def validate_updates(
 ) -> tuple[list[Update], list[Failure]]:
     """Reject unusable updates and enforce the quorum.
 
-    An update is rejected (becomes a :class:`Failure` with the reason) if its weights differ from ``current`` in
-    names, shapes or dtype kind or hold NaN/inf, if ``n_samples <= 0``, if a metric named in ``metrics`` is
+    An update is rejected (becomes a :class:`Failure` with the reason) if its weights differ from
+    :func:`expected_tensors` (``current``, or ``current`` without the shared head) in names, shapes or dtype kind
+    or hold NaN/inf, if ``n_samples <= 0``, if a metric named in ``metrics`` is
     missing, non-finite or negative, or if a tensor set named in ``extras`` is missing or fails the same checks as
     the weights.
 
@@ -69,7 +71,55 @@ def validate_updates(
     return accepted, rejected
 
 
+def expected_tensors(current: Weights, update: Update) -> Weights:
+    """The tensors of ``current`` that ``update`` must carry: all of them, or all but the shared head (every
+    ``head.*`` tensor, as a whole) when the partner has no shared task. Nothing else may be carried: a private head
+    in an update is rejected as unexpected."""
+    if any(n.startswith(SHARED_HEAD_PREFIX) for n in update.weights):
+        return current
+    return {n: a for n, a in current.items() if not n.startswith(SHARED_HEAD_PREFIX)}
+
+
+def complete_updates(current: Weights, updates: Sequence[Update]) -> list[Update]:
+    """Give every (validated) update every tensor of ``current``.
+
+    A tensor an update lacks (the shared head of a partner without shared tasks) is filled in with the
+    sample-weighted mean of that tensor over the updates that carry it, or ``current``'s value if none does; a
+    lacking extras tensor likewise, or zeros. With FedAvg each tensor thus becomes the sample-weighted mean over the
+    partners that train it, and a server step (FedAvgM, FedAdam, SCAFFOLD) moves it by that mean's change; the
+    robust and fairness strategies see the filled values as if those partners had agreed with the carriers' mean.
+    """
+    if all(len(u.weights) == len(current) for u in updates):
+        return list(updates)
+
+    def means(pairs: Sequence[tuple[Weights, int]], default: Weights) -> dict[str, np.ndarray]:
+        out = {}
+        for name in current:
+            carriers = [(t[name], n) for t, n in pairs if name in t]
+            if not carriers:
+                out[name] = np.asarray(default[name], np.float32)
+                continue
+            stack = np.stack([np.asarray(a, np.float64) for a, _ in carriers])
+            counts = np.asarray([n for _, n in carriers], np.float64)
+            out[name] = np.tensordot(counts / counts.sum(), stack, axes=1).astype(np.float32)
+        return out
+
+    fill = means([(u.weights, u.n_samples) for u in updates], current)
+    zeros = {n: np.zeros(np.shape(a), np.float32) for n, a in current.items()}
+    keys = sorted({k for u in updates for k in u.extras})
+    extra_fill = {k: means([(u.extras[k], u.n_samples) for u in updates if k in u.extras], zeros) for k in keys}
+    return [
+        replace(
+            u,
+            weights={n: u.weights[n] if n in u.weights else fill[n] for n in current},
+            extras={k: {n: t[n] if n in t else extra_fill[k][n] for n in current} for k, t in u.extras.items()},
+        )
+        for u in updates
+    ]
+
+
 def _problem(current: Weights, update: Update, metrics: Sequence[str], extras: Sequence[str]) -> str | None:
+    current = expected_tensors(current, update)
     problem = check_compatible(current, update.weights)
     if problem is not None:
         return problem
@@ -203,7 +253,7 @@ class Strategy:
         if not accepted:
             weights = {n: np.array(a, dtype=np.float32) for n, a in current.items()}
         else:
-            ordered = sorted(accepted, key=lambda u: u.partner)
+            ordered = complete_updates(current, sorted(accepted, key=lambda u: u.partner))
             weights = self.aggregate(server_round, current, ordered, invited=len(accepted) + len(rejected))
         return RoundOutcome(weights, tuple(u.partner for u in accepted), tuple(rejected))
 

@@ -1,8 +1,13 @@
-"""Molecular property model = encoder + readout + MLP head, composed in one constructor.
+"""Molecular property model = encoder + readout (the trunk) + MLP heads, composed in one constructor.
 
-The head has one output per task. Regression targets are learnt in standardized units; the model carries the
-federation-wide target mean and standard deviation as buffers, so :meth:`MoleculeModel.predict` returns values in
-the original units and probabilities for classification tasks.
+The shared head (``head``) has one output per shared task; a partner's model may add a private head
+(``private_head``) with one output per task only that partner has (``ModelSpec.n_private_tasks``, the last task
+names). Outputs are the shared head's columns, then the private head's. Regression targets are learnt in
+standardized units; the model carries target means and standard deviations as buffers, so
+:meth:`MoleculeModel.predict` returns values in the original units and probabilities for classification tasks.
+
+Weight names tell the parts apart: :data:`SHARED_HEAD_PREFIX` (federated, may be absent from a partner's update when
+the partner has no shared task) and :data:`PRIVATE_HEAD_PREFIX` (never leaves the partner); the rest is the trunk.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ _POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_po
 
 #: Buffers that are set once for the federation and never averaged.
 FIXED_BUFFERS = ("target_mean", "target_std", "is_classification")
+#: Weight-name prefix of the shared (federated) head.
+SHARED_HEAD_PREFIX = "head."
+#: Weight-name prefix of a partner's private head: these tensors never leave the partner.
+PRIVATE_HEAD_PREFIX = "private_head."
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,13 @@ class ModelSpec:
     head_layers: int
     task_names: tuple[str, ...]
     task_types: tuple[str, ...]
+    n_private_tasks: int = 0
+    """The last ``n_private_tasks`` of ``task_names`` are a partner's private tasks (private head); 0 for the
+    federation's model. With no shared task left the model has no shared head."""
+
+    @property
+    def n_shared_tasks(self) -> int:
+        return len(self.task_names) - self.n_private_tasks
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,7 +113,16 @@ class MoleculeModel(nn.Module):
             dropout=spec.dropout,
         )
         self.readout = None if getattr(self.encoder, "graph_level", False) else Readout(spec.readout)
-        self.head = MLPHead(spec.hidden_channels, len(spec.task_names), spec.head_layers, spec.dropout)
+        if not 0 <= spec.n_private_tasks <= len(spec.task_names) or not spec.task_names:
+            raise ValueError(
+                f"ModelSpec: got {len(spec.task_names)} task(s) with n_private_tasks={spec.n_private_tasks}, expected "
+                "at least one task and 0 <= n_private_tasks <= number of tasks"
+            )
+        n_shared, n_private = spec.n_shared_tasks, spec.n_private_tasks
+        self.head = MLPHead(spec.hidden_channels, n_shared, spec.head_layers, spec.dropout) if n_shared else None
+        self.private_head = (
+            MLPHead(spec.hidden_channels, n_private, spec.head_layers, spec.dropout) if n_private else None
+        )
         n_tasks = len(spec.task_names)
         self.register_buffer("target_mean", torch.zeros(n_tasks))
         self.register_buffer("target_std", torch.ones(n_tasks))
@@ -108,7 +133,8 @@ class MoleculeModel(nn.Module):
         h = self.encoder(x, edge_index, edge_attr, batch)
         if self.readout is not None:
             h = self.readout(h, batch)
-        return self.head(h)
+        heads = [head for head in (self.head, self.private_head) if head is not None]
+        return heads[0](h) if len(heads) == 1 else torch.cat([head(h) for head in heads], dim=1)
 
     def forward_batch(self, data: Batch) -> Tensor:
         return self(data.x, data.edge_index, data.edge_attr, data.batch)
@@ -133,6 +159,11 @@ class MoleculeModel(nn.Module):
     def predict(self, data: Batch) -> Tensor:
         """Predictions in original units (regression) or probabilities (classification), ``[num_graphs, n_tasks]``."""
         return self.to_predictions(self.forward_batch(data))
+
+
+def is_private(name: str) -> bool:
+    """Whether weight ``name`` belongs to a partner's private head (and must never leave the partner)."""
+    return name.startswith(PRIVATE_HEAD_PREFIX)
 
 
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> MoleculeModel:

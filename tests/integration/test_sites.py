@@ -21,13 +21,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from molfed.audit import scan, structure_needles
 from molfed.data.demo import write_demo_partners
+from molfed.federated.weights import load_weights
 
 pytestmark = [pytest.mark.integration, pytest.mark.sites]
 
@@ -38,6 +41,7 @@ MLFLOW_USER, MLFLOW_PASSWORD = "admin", "mlflow-secret-pw1"
 PARTNERS = ("beta", "gamma")
 ABSENT = "alpha"  # declared in the federation, but its site never starts a worker
 OFFLINE_S = 30  # the absent partner fails after this, not after the round timeout
+PRIVATE_TASK_SITE = "beta"
 
 
 def _free_port() -> int:
@@ -199,10 +203,14 @@ def consortium(tmp_path_factory):
         for name in PARTNERS:
             site_dir = root / f"site-{name}"
             (site_dir / "private").mkdir(parents=True)
+            site = {"name": name, "path": "private/library.csv", "workspace": "workspace"}
             shutil.copy(libraries[name], site_dir / "private" / "library.csv")
-            (site_dir / "site.yaml").write_text(
-                yaml.safe_dump({"name": name, "path": "private/library.csv", "workspace": "workspace"})
-            )
+            if name == PRIVATE_TASK_SITE:  # a task only this site has: its head stays in its workspace
+                library = pd.read_csv(libraries[name], dtype=str, keep_default_na=False)
+                library["bp"] = (100 - 3 * pd.to_numeric(library["expt"], errors="coerce")).round(3)
+                library.to_csv(site_dir / "private" / "library.csv", index=False)
+                site["private_tasks"] = [{"name": "bp"}]
+            (site_dir / "site.yaml").write_text(yaml.safe_dump(site))
             sites[name] = site_dir
         shutil.rmtree(root / "scratch")
         coordinator = root / "coordinator"
@@ -290,6 +298,25 @@ def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypa
     )
     assert sorted(r.data.tags["molfed.partner"] for r in sites) == sorted((ABSENT, *PARTNERS))
     assert str(client.get_model_version_by_alias("sites-test", "champion").version) == "1"
+
+
+def test_private_head_stays_in_its_sites_workspace(consortium, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    exp = client.get_experiment_by_name("sites-test")
+    rid = client.search_runs([exp.experiment_id], "tags.`molfed.kind` = 'federated'")[0].info.run_id
+    exported = consortium["sites"][PRIVATE_TASK_SITE] / "workspace" / "models" / rid / "model.pt"
+    head = {n: a for n, a in load_weights(str(exported)).items() if n.startswith("private_head.") and a.size >= 16}
+    assert head
+    needles = [np.ascontiguousarray(a, np.float32).tobytes()[:64] for a in head.values()]
+    for f in (p for p in consortium["store"].rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        assert not any(n in data for n in needles), f
+        if f.suffix == ".pt":
+            assert not any(n.startswith("private_head.") for n in torch.load(f, weights_only=True)), f
+    metrics = client.get_run(rid).data.metrics
+    assert np.isfinite(metrics[f"private_test_rmse.bp.{PRIVATE_TASK_SITE}"])
 
 
 def test_each_worker_read_only_its_own_library(consortium):

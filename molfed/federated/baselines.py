@@ -1,0 +1,152 @@
+"""Baselines a federation is compared with, run partner-side with the federation's budget: one partner alone
+(local-only) and, in simulation only, all partners' training splits pooled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from torch_geometric.data import Data
+
+from molfed.federated import private_heads as ph
+from molfed.federated.partner import (
+    PartnerData,
+    TrainSettings,
+    derive_seed,
+    evaluate_partner,
+    materialize,
+    resolve_device,
+)
+from molfed.federated.types import Weights
+from molfed.federated.weights import get_weights
+from molfed.models.model import ModelSpec
+from molfed.train.local import evaluate, train_local
+
+
+def train_alone(
+    graphs: Sequence[Data],
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    val_sets: Mapping[str, Sequence[Data]] | None = None,
+    device: str = "cpu",
+) -> tuple[dict[str, np.ndarray], list[dict[str, dict[str, float]]]]:
+    """A baseline with the federation's budget: ``rounds`` x ``settings.epochs`` epochs on ``graphs`` alone,
+    optimizer state reset each round as in the federation. Returns final weights and per-round validation
+    metrics on each named set in ``val_sets``."""
+    model = materialize(spec, init_weights, scaling, device)
+    history: list[dict[str, dict[str, float]]] = []
+    for r in range(1, rounds + 1):
+        train_local(
+            model,
+            graphs,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            optimizer=settings.optimizer,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            seed=derive_seed(seed, "alone", r),
+        )
+        history.append({name: evaluate(model, vs) for name, vs in (val_sets or {}).items()})
+    return get_weights(model), history
+
+
+def local_only_baseline(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """This partner alone, same budget as the federation: test metrics and per-round validation metrics (shared
+    tasks; with private tasks the partner's whole model trains, its private head from its seeded start)."""
+    if data.layout is not None:
+        return _local_only_with_private(
+            data, spec=spec, init_weights=init_weights, scaling=scaling, settings=settings, rounds=rounds, seed=seed
+        )
+    weights, history = train_alone(
+        data.splits["train"],
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=settings,
+        rounds=rounds,
+        seed=seed,
+        val_sets={"val": data.splits["val"]},
+        device=device,
+    )
+    test = evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)
+    return test["test"], [h["val"] for h in history]
+
+
+def _local_only_with_private(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    assert data.layout is not None
+    train, columns = data.splits["train"], data.layout.shared_columns
+    model = ph.partner_model(
+        spec, init_weights, scaling, layout=data.layout, train=train, head=None, device=resolve_device(device)
+    )
+    history = []
+    for r in range(1, rounds + 1):
+        train_local(
+            model,
+            train,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            optimizer=settings.optimizer,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            seed=derive_seed(seed, "alone", r),
+        )
+        history.append(ph.column_metrics(model, data.splits["val"], columns))
+    return ph.column_metrics(model, data.splits["test"], columns), history
+
+
+def pooled_baseline(
+    partners: Sequence[PartnerData],
+    *,
+    spec: ModelSpec,
+    init_weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    rounds: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, dict[str, float]], list[dict[str, dict[str, float]]]]:
+    """Simulation only: the union of all training splits, same budget; tested on each partner's test split."""
+    graphs = [g for d in partners for g in d.splits["train"]]
+    weights, history = train_alone(
+        graphs,
+        spec=spec,
+        init_weights=init_weights,
+        scaling=scaling,
+        settings=settings,
+        rounds=rounds,
+        seed=seed,
+        val_sets={d.name: d.splits["val"] for d in partners},
+        device=device,
+    )
+    test = {
+        d.name: evaluate_partner(d, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)[
+            "test"
+        ]
+        for d in partners
+    }
+    return test, history
