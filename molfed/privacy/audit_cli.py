@@ -42,6 +42,13 @@ def build_indexes(config: RunConfig, site_configs: list[Path]) -> list[HashIndex
     ]
 
 
+def audit_stores(config: RunConfig, *, tracking_uri: str | None = None, prefect_home: Path | None = None) -> ScanReport:
+    """``molfed audit`` as a function (the test suite runs it after every flow test): the config's partners'
+    index over its MLflow store and Prefect's home."""
+    uri = tracking_uri or config.tracking.tracking_uri or default_tracking_uri()
+    return scan_files([*mlflow_roots(uri), *prefect_roots(prefect_home)], build_indexes(config, []))
+
+
 def run_audit(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     indexes = build_indexes(config, args.site_config)

@@ -17,6 +17,7 @@ from molfed.data.demo import write_demo_partners
 from molfed.federated import integrity, keys
 from molfed.federated.secure.local import held_rounds
 from molfed.federated.signing import generate_keypair
+from molfed.privacy.audit_cli import audit_stores
 from molfed.tracking import Tracker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two federations (fixture 165 s at load 12 on 2 cores)
@@ -62,7 +63,9 @@ def runs(tmp_path_factory):
         for kind, extra in (("plain", []), ("secure", ["secure_aggregation.enabled=true"])):
             seen.clear()
             config = load_config(REPO / "configs" / "demo.yaml", [*overrides, *extra])
-            results[kind] = SimpleNamespace(result=federated_training(config), carried_weights=list(seen))
+            results[kind] = SimpleNamespace(
+                result=federated_training(config), carried_weights=list(seen), config=config
+            )
     return SimpleNamespace(uri=uri, client=MlflowClient(tracking_uri=uri), tracker=Tracker(uri, None), **results)
 
 
@@ -94,3 +97,10 @@ def test_gamma_is_rejected_every_round_with_the_reason_logged(runs, kind, reason
     tags = runs.client.get_run(run_id).data.tags
     assert reason in tags["round.1.rejected.gamma"] and "forged or wrong key" in tags["round.1.rejected.gamma"]
     assert not any(key.startswith("round.") and "alpha" in key for key in tags)
+
+
+def test_leak_audit_finds_no_partner_structure_after_the_flow(runs):
+    """``molfed audit``'s index of this module's libraries over its MLflow store and the session's PREFECT_HOME."""
+    report = audit_stores(runs.secure.config)
+    assert report.files > 0 and report.rows > 0
+    assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]

@@ -21,6 +21,7 @@ from molfed.federated import private_heads as ph
 from molfed.federated.jobs import model_dir
 from molfed.federated.strategy_base import Strategy
 from molfed.federated.weights import load_weights
+from molfed.privacy.audit_cli import audit_stores
 from molfed.serving import predict_smiles
 
 pytestmark = pytest.mark.integration
@@ -206,3 +207,10 @@ def test_partner_logs_its_own_model_to_its_own_mlflow(run):
     assert found.data.tags["molfed.federation_run"] == run.result["run_id"]
     assert {a.path for a in own.list_artifacts(found.info.run_id, "model")} == {"model/model.json", "model/model.pt"}
     assert "test_rmse.logp" in found.data.metrics
+
+
+def test_leak_audit_finds_no_partner_structure_after_the_flow(run):
+    """``molfed audit``'s index of this module's libraries over its MLflow store and the session's PREFECT_HOME."""
+    report = audit_stores(run.config)
+    assert report.files > 0 and report.rows > 0
+    assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]

@@ -31,8 +31,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from molfed.config import parse_config
 from molfed.data.demo import write_demo_partners
 from molfed.federated.faults import ENV as FAULTS
+from molfed.privacy.audit_cli import audit_stores
 from molfed.tracking import CHECKPOINT_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -164,6 +166,7 @@ def runs(tmp_path_factory):
     print(f"\nresume test timings (s): {timings}")
     return SimpleNamespace(
         root=root,
+        config=config,
         client=client,
         cache=cache,
         reference=reference,
@@ -221,3 +224,10 @@ def test_below_quorum_the_run_stops_resumably_and_a_finish_failure_keeps_the_res
     assert [s for s, _ in history["train_loss"]] == list(range(1, ROUNDS + 1))
     assert [s for s, _ in history["val_rmse"]] == list(range(1, ROUNDS + 1))
     assert "test_rmse.alpha" in history and "test_rmse.gamma" in history and "test_rmse.beta" not in history
+
+
+def test_leak_audit_finds_no_partner_structure_after_the_flow(runs):
+    """``molfed audit``'s index of this module's libraries over its MLflow store and the session's PREFECT_HOME."""
+    report = audit_stores(parse_config(runs.config))
+    assert report.files > 0 and report.rows > 0
+    assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from molfed.config import load_config
 from molfed.data.demo import write_demo_partners
 from molfed.federated.sampling import sample_partners
+from molfed.privacy.audit_cli import audit_stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -137,3 +138,10 @@ def test_leave_one_out_contributions(run):
             assert contributions["pairwise"][k][j] == pytest.approx(expected)
         assert run.parent.data.metrics[f"contribution.{k}"] == pytest.approx(contributions["overall"][k])
     assert set(run.children) == {"local-only", "pooled"} | {f"leave-one-out{k}" for k in NAMES}
+
+
+def test_leak_audit_finds_no_partner_structure_after_the_flow(run):
+    """``molfed audit``'s index of this module's libraries over its MLflow store and the session's PREFECT_HOME."""
+    report = audit_stores(run.config)
+    assert report.files > 0 and report.rows > 0
+    assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]
