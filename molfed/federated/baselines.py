@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch_geometric.data import Data
@@ -39,7 +40,23 @@ def train_alone(
     optimizer state reset each round as in the federation. Returns final weights and per-round validation
     metrics on each named set in ``val_sets``."""
     model = materialize(spec, init_weights, scaling, device)
-    history: list[dict[str, dict[str, float]]] = []
+    history = _train_rounds(
+        model,
+        graphs,
+        settings,
+        rounds,
+        seed,
+        lambda: {name: evaluate(model, vs) for name, vs in (val_sets or {}).items()},
+    )
+    return get_weights(model), history
+
+
+def _train_rounds(
+    model: Any, graphs: Sequence[Data], settings: TrainSettings, rounds: int, seed: int, measure: Callable[[], Any]
+) -> list[Any]:
+    """``rounds`` x ``settings.epochs`` epochs on ``graphs`` (optimizer reset each round, as in the federation),
+    with ``measure()`` after each round."""
+    history = []
     for r in range(1, rounds + 1):
         train_local(
             model,
@@ -51,8 +68,8 @@ def train_alone(
             weight_decay=settings.weight_decay,
             seed=derive_seed(seed, "alone", r),
         )
-        history.append({name: evaluate(model, vs) for name, vs in (val_sets or {}).items()})
-    return get_weights(model), history
+        history.append(measure())
+    return history
 
 
 def local_only_baseline(
@@ -103,19 +120,9 @@ def _local_only_with_private(
     model = ph.partner_model(
         spec, init_weights, scaling, layout=data.layout, train=train, head=None, device=resolve_device(device)
     )
-    history = []
-    for r in range(1, rounds + 1):
-        train_local(
-            model,
-            train,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            optimizer=settings.optimizer,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            seed=derive_seed(seed, "alone", r),
-        )
-        history.append(ph.column_metrics(model, data.splits["val"], columns))
+    history = _train_rounds(
+        model, train, settings, rounds, seed, lambda: ph.column_metrics(model, data.splits["val"], columns)
+    )
     return ph.column_metrics(model, data.splits["test"], columns), history
 
 
