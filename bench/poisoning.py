@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import model_spec
 from molfed.federated.drills import ATTACKS, run_drill
 from molfed.federated.integrity import Screens
+from molfed.federated.simulation import prepare_demo_libraries
 from molfed.federated.types import QuorumError
 
 SCREENS = Screens(max_norm_ratio=3.0, min_cosine=0.0)
@@ -44,21 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="molfed-poisoning-"))
     paths = write_demo_partners(root / "data", seed=0, fractions=(0.2,) * 5, n_bad_rows=0)
-    partners = [
-        p.prepare_partner(
-            name,
-            path=path,
-            workspace=root / "ws" / name,
-            smiles_column="smiles",
-            label_columns=["expt"],
-            task_types=["regression"],
-            standardize=StandardizeOptions(),
-            duplicates="merge",
-            split_fractions=(0.8, 0.1, 0.1),
-            seed=0,
-        )
-        for name, path in paths.items()
-    ]
+    partners = prepare_demo_libraries(paths, root / "ws", seed=0)
     spec = model_spec(
         encoder="gine",
         hidden_channels=args.hidden,

@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
-from molfed.federated.simulation import simulate
+from molfed.federated.simulation import prepare_demo_libraries, simulate
 from molfed.federated.strategies import build_strategy
 from molfed.privacy.accountant import PrivacyLedger
 from molfed.privacy.budget import round_costs, spend_round, wrap_strategy
@@ -62,21 +61,7 @@ SPEC = model_spec(
 
 def load_partners(root: Path) -> list[p.PartnerData]:
     paths = write_demo_partners(root / "data", seed=SEED)
-    return [
-        p.prepare_partner(
-            name,
-            path=path,
-            workspace=root / "ws" / name,
-            smiles_column="smiles",
-            label_columns=["expt"],
-            task_types=["regression"],
-            standardize=StandardizeOptions(),
-            duplicates="merge",
-            split_fractions=(0.8, 0.1, 0.1),
-            seed=SEED,
-        )
-        for name, path in paths.items()
-    ]
+    return prepare_demo_libraries(paths, root / "ws", seed=SEED)
 
 
 def final_epsilon(mode: str, sigma: float, n_train: dict[str, int], rounds: int) -> float:

@@ -29,13 +29,12 @@ from pathlib import Path
 
 import torch
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.data.demo import write_demo_partners
 from molfed.data.partition import heterogeneity_stats, partition_dataset, read_partner_csv
 from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
-from molfed.federated.simulation import simulate
+from molfed.federated.simulation import prepare_demo_libraries, simulate
 from molfed.federated.strategies import STRATEGIES, build_strategy
 
 SEED = 0
@@ -80,21 +79,7 @@ SPLITS: dict[str, tuple[str, Callable[[Path], dict[str, Path]]]] = {
 
 
 def prepare(paths: Mapping[str, Path], workspace: Path) -> list[p.PartnerData]:
-    return [
-        p.prepare_partner(
-            name,
-            path=path,
-            workspace=workspace / name,
-            smiles_column="smiles",
-            label_columns=["expt"],
-            task_types=["regression"],
-            standardize=StandardizeOptions(),
-            duplicates="merge",
-            split_fractions=(0.8, 0.1, 0.1),
-            seed=SEED,
-        )
-        for name, path in paths.items()
-    ]
+    return prepare_demo_libraries(paths, workspace, seed=SEED)
 
 
 def rmse_row(per_partner: Mapping[str, float], sizes: Mapping[str, int]) -> tuple[float, float]:

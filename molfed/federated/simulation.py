@@ -8,11 +8,13 @@ what the partner does before it leaves (e.g. :func:`~molfed.federated.sealing.se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from molfed.chem.standardize import StandardizeOptions
 from molfed.federated import partner as p
 from molfed.federated.strategies import Strategy
 from molfed.federated.types import Update, Weights
@@ -82,3 +84,23 @@ def simulate(
             {d.name: p.evaluate_partner(d, spec=spec, weights=weights, scaling=scaling)["val"] for d in partners}
         )
     return SimulationResult(weights, history, scaling)
+
+
+def prepare_demo_libraries(paths: Mapping[str, Path], workspace: Path, *, seed: int = 0) -> list[p.PartnerData]:
+    """Prepare libraries written like the demo's (``smiles``, regression ``expt``) with default options, each in
+    ``workspace/<name>``: the partners of benches and learning tests."""
+    return [
+        p.prepare_partner(
+            name,
+            path=path,
+            workspace=workspace / name,
+            smiles_column="smiles",
+            label_columns=["expt"],
+            task_types=["regression"],
+            standardize=StandardizeOptions(),
+            duplicates="merge",
+            split_fractions=(0.8, 0.1, 0.1),
+            seed=seed,
+        )
+        for name, path in paths.items()
+    ]

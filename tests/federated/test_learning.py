@@ -5,13 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import initial_weights, model_spec
 from molfed.federated.partner_state import state_path
 from molfed.federated.scaffold import STATE_NAME
-from molfed.federated.simulation import simulate
+from molfed.federated.simulation import prepare_demo_libraries, simulate
 from molfed.federated.strategies import STRATEGIES, build_strategy
 
 
@@ -19,21 +18,7 @@ from molfed.federated.strategies import STRATEGIES, build_strategy
 def partners(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
     paths = write_demo_partners(root / "data", seed=0)
-    return [
-        p.prepare_partner(
-            name,
-            path=path,
-            workspace=root / "ws" / name,
-            smiles_column="smiles",
-            label_columns=["expt"],
-            task_types=["regression"],
-            standardize=StandardizeOptions(),
-            duplicates="merge",
-            split_fractions=(0.8, 0.1, 0.1),
-            seed=0,
-        )
-        for name, path in paths.items()
-    ]
+    return prepare_demo_libraries(paths, root / "ws", seed=0)
 
 
 def _run(partners, rounds=3, seed=0, strategy="fedavg"):
