@@ -1,23 +1,28 @@
 """Featurization, library pipeline and cache, side by side in one run on the same molecules.
 
-Per core (1 process, 1 torch thread, best of 3), on FreeSolv's SMILES (repeated):
+Per core (1 process, 1 torch thread), on FreeSolv's SMILES (repeated), cut into chunks; every method runs on every
+chunk in turn (round-robin, so load changes hit all alike) and a method's time is the sum over chunks of its best
+time per chunk -- the least-disturbed estimate on a shared machine -- in this process's CPU time and in wall time:
 
 * bare ``Chem.MolFromSmiles`` -- the floor of any RDKit featurizer;
-* molfed featurization = ``parse_smiles`` + ``encode_mol`` + ``graphs_from_codes`` (SMILES to PyG graphs with
-  tensors), and its parts;
+* molfed featurization = ``encode_smiles`` (parse with full sanitization + graph codes) + ``graphs_from_codes``
+  (PyG graphs with tensors), and its parts;
+* the floor of this feature set through RDKit's Python API: parsing plus only the RDKit calls that read the
+  features (each atom and bond fetched, its getters called; no bookkeeping, no tensors);
 * PyG's ``from_smiles``;
 * standardization alone (``standardize_mol``, a separate step of the library pipeline).
 
-Then, on a library of distinct analogs (``--library`` molecules): the whole library pipeline (read, parse,
-labels, standardize, InChIKey, duplicates, graph codes, scaffolds, tensors, cache write) cold with 1 and with
-2 worker processes, and the cache hit (the featurization step of a second run, in a new process).
+Then, on libraries of distinct analogs (``--library`` sizes): the whole library pipeline (read, parse, labels,
+standardize, InChIKey, duplicates, graph codes, scaffolds, tensors, cache write) cold with 1 and with 2 worker
+processes, each in a new process, with the CPU time of all processes (workers included), and the cache hit.
 
-    python bench/featurize.py [--repeat 3] [--library 6000]
+    python bench/featurize.py [--repeat 3] [--library 1000 2000 4000 8000]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,138 +37,184 @@ from rdkit import Chem, rdBase
 sys.path.insert(0, str(Path(__file__).parent))
 from molecules import write_library  # noqa: E402
 
-from molfed.chem.encode import concat_codes, encode_mol  # noqa: E402
+from molfed.chem.encode import concat_codes, encode_mol, encode_smiles  # noqa: E402
 from molfed.chem.featurize import graphs_from_codes  # noqa: E402
-from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol  # noqa: E402
+from molfed.chem.standardize import StandardizeOptions, parse_many, standardize_mol  # noqa: E402
 
 
-def best_times(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
-    """Best CPU time of each function (this process's CPU seconds: a per-core rate even when other processes
-    share the cores), measured round-robin so that load changes hit all alike."""
-    best = dict.fromkeys(fns, float("inf"))
+def best_times(fns: dict[str, Callable[[int], object]], n_chunks: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """(CPU, wall) seconds of each ``fn(chunk_index)``: per chunk the best of ``rounds`` round-robin runs, summed."""
+    cpu = {name: [float("inf")] * n_chunks for name in fns}
+    wall = {name: [float("inf")] * n_chunks for name in fns}
     for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.process_time()
-            fn()
-            best[name] = min(best[name], time.process_time() - start)
-    return best
+        for chunk in range(n_chunks):
+            for name, fn in fns.items():
+                w, c = time.perf_counter(), time.process_time()
+                fn(chunk)
+                cpu[name][chunk] = min(cpu[name][chunk], time.process_time() - c)
+                wall[name][chunk] = min(wall[name][chunk], time.perf_counter() - w)
+    return {name: (sum(cpu[name]), sum(wall[name])) for name in fns}
 
 
 def row(name: str, value: str, reference: str = "", ratio: str = "") -> None:
-    print(f"{name:<46} {value:>16}  {reference:<22} {ratio}")
+    print(f"{name:<46} {value:>18}  {reference:<22} {ratio}")
 
 
-def per_core(smiles: list[str]) -> dict[str, float]:
+def rdkit_calls(mol: Chem.Mol) -> None:
+    """Only the RDKit calls that read the features (what any Python featurizer of this feature set must make)."""
+    atom, bond = mol.GetAtomWithIdx, mol.GetBondWithIdx
+    for i in range(mol.GetNumAtoms()):
+        a = atom(i)
+        a.GetAtomicNum(), a.GetDegree(), a.GetFormalCharge(), a.GetHybridization(), a.GetIsAromatic()
+        a.GetTotalNumHs(), a.IsInRing()
+    for i in range(mol.GetNumBonds()):
+        b = bond(i)
+        b.GetBeginAtomIdx(), b.GetEndAtomIdx(), b.GetBondType(), b.GetIsConjugated(), b.IsInRing(), b.GetStereo()
+
+
+def per_core(smiles: list[str], chunk: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Molecules per CPU second and per wall second of each method."""
     from torch_geometric.utils import from_smiles
 
     n = len(smiles)
-    mols = [parse_smiles(s)[0] for s in smiles]
-    codes = concat_codes(encode_mol(m) for m in mols)
+    chunks = [smiles[i : i + chunk] for i in range(0, n, chunk)]
+    mols = [[m for m, _ in parse_many(c)] for c in chunks]
+    codes = [concat_codes(encode_mol(m) for m in ms) for ms in mols]
     options = StandardizeOptions()
 
-    def featurize() -> None:
-        graphs_from_codes(concat_codes(encode_mol(parse_smiles(s)[0]) for s in smiles))
+    def floor(i: int) -> None:
+        for mol, _ in parse_many(chunks[i]):
+            rdkit_calls(mol)
 
-    third = mols[: n // 3]
     with rdBase.BlockLogs():
         t = best_times(
             {
-                "bare": lambda: [Chem.MolFromSmiles(s) for s in smiles],
-                "molfed": featurize,
-                "pyg": lambda: [from_smiles(s) for s in smiles],
-                "parse": lambda: [parse_smiles(s) for s in smiles],
-                "encode": lambda: concat_codes(encode_mol(m) for m in mols),
-                "tensors": lambda: graphs_from_codes(codes),
-                "standardize": lambda: [standardize_mol(m, options) for m in third],
-            }
+                "bare": lambda i: [Chem.MolFromSmiles(s) for s in chunks[i]],
+                "molfed": lambda i: graphs_from_codes(encode_smiles(chunks[i])[0]),
+                "floor": floor,
+                "pyg": lambda i: [from_smiles(s) for s in chunks[i]],
+                "parse": lambda i: parse_many(chunks[i]),
+                "encode": lambda i: concat_codes(encode_mol(m) for m in mols[i]),
+                "tensors": lambda i: graphs_from_codes(codes[i]),
+                "standardize": lambda i: [standardize_mol(m, options) for m in mols[i][::3]],
+            },
+            len(chunks),
+            rounds,
         )
-    t["standardize"] *= n / len(third)
-    return {k: n / v for k, v in t.items()}
+    n_std = sum(len(ms[::3]) for ms in mols)
+    return {
+        k: ((n_std if k == "standardize" else n) / c, (n_std if k == "standardize" else n) / w)
+        for k, (c, w) in t.items()
+    }
+
+
+# One cold or warm featurization in a new process, as in production (whose __main__ is the light ``molfed`` CLI,
+# which is what worker processes import); timed there around the featurization step, after the imports. CPU time
+# counts this process and, with workers, the forkserver and the pool processes it forked and reaped (from /proc).
+CHILD = """
+import os, sys, time
+from pathlib import Path
+from molfed.chem.standardize import StandardizeOptions
+from molfed.data.cache import featurize_library
+
+def forkserver_cpu():
+    from multiprocessing import forkserver
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return 0.0
+    time.sleep(0.3)  # let the forkserver reap its pool processes
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+options = dict(smiles_column="smiles", label_columns=["y"], task_types=["regression"],
+               standardize=StandardizeOptions(), duplicates="merge", workers=int(sys.argv[3]))
+wall, cpu = time.perf_counter(), time.process_time()
+result = featurize_library(Path(sys.argv[1]), Path(sys.argv[2]), **options)
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+print(result.cache_hit, len(result.graphs), wall, cpu + forkserver_cpu())
+"""
 
 
 def library(n: int) -> dict[str, float]:
+    """Seconds (wall, and CPU of all processes) of cold runs with 1 and 2 workers and of a cache hit."""
     with tempfile.TemporaryDirectory() as tmp:
         path = write_library(Path(tmp) / "lib.csv", n)
         out = {}
-        # each run is a new process, as in production (whose __main__ is the light ``molfed`` CLI, which is
-        # what worker processes import); timed there around the featurization step, after the imports
-        code = (
-            "import sys, time; from pathlib import Path; from molfed.chem.standardize import StandardizeOptions;"
-            "from molfed.data.cache import featurize_library as f;"
-            "o = dict(smiles_column='smiles', label_columns=['y'], task_types=['regression'],"
-            " standardize=StandardizeOptions(), duplicates='merge', workers=int(sys.argv[3]));"
-            "w, c = time.perf_counter(), time.process_time(); r = f(Path(sys.argv[1]), Path(sys.argv[2]), **o);"
-            "print(r.cache_hit, len(r.graphs), time.perf_counter() - w, time.process_time() - c)"
-        )
         for case, workers, ws in (("cold1", 1, "ws1"), ("cold2", 2, "ws2"), ("warm", 1, "ws1")):
-            args = [sys.executable, "-c", code, str(path), str(Path(tmp) / ws), str(workers)]
+            args = [sys.executable, "-c", CHILD, str(path), str(Path(tmp) / ws), str(workers)]
             hit, n_graphs, wall, cpu = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
             assert (hit == "True") == (case == "warm")
             out[case], out[f"{case}_cpu"], out["n"] = float(wall), float(cpu), int(n_graphs)
     return out
 
 
+def print_per_core(r: dict[str, tuple[float, float]]) -> None:
+    row("target / step", "mol/CPU-s (wall)", "reference", "ratio in CPU time (in wall time)")
+
+    def rate(k: str) -> str:
+        return f"{r[k][0]:.0f} ({r[k][1]:.0f})"
+
+    def ratio(k: str, ref: str) -> str:
+        return f"{r[k][0] / r[ref][0]:.2f}x ({r[k][1] / r[ref][1]:.2f}x)"
+
+    row("bare Chem.MolFromSmiles", rate("bare"))
+    row("1. featurization (parse + graph tensors)", rate("molfed"), "bare MolFromSmiles", ratio("molfed", "bare"))
+    print(f"{'':<88}(target >= 0.40x)")
+    row("", "", "PyG from_smiles", ratio("molfed", "pyg") + " (target >= 3x)")
+    row("   floor: parse + the RDKit feature calls", rate("floor"), "bare MolFromSmiles", ratio("floor", "bare"))
+    row("   PyG from_smiles", rate("pyg"), "bare MolFromSmiles", ratio("pyg", "bare"))
+    for part in ("parse", "encode", "tensors"):
+        row(f"   part: {part}", rate(part), "bare MolFromSmiles", ratio(part, "bare"))
+    row("   standardize_mol (separate step)", rate("standardize"), "bare MolFromSmiles", ratio("standardize", "bare"))
+
+
+def print_library(sizes: list[int]) -> None:
+    print("\nlibrary pipeline, cold, distinct molecules (FreeSolv + analogs), read to graphs, each run a new process;")
+    print("CPU = all processes (2 workers: this one, the forkserver and its pool process)")
+    row("molecules: case", "mol/s (wall)", "reference", "ratio")
+    for size in sizes:
+        lib = library(size)
+        n = lib["n"]
+        row(f"{n}: 1 process", f"{n / lib['cold1']:.0f}", f"{lib['cold1']:.2f} s, {lib['cold1_cpu']:.2f} CPU-s")
+        row(
+            f"{n}: 2 processes",
+            f"{n / lib['cold2']:.0f}",
+            f"{lib['cold2']:.2f} s, {lib['cold2_cpu']:.2f} CPU-s",
+            f"{lib['cold1'] / lib['cold2']:.2f}x wall (target >= 1.7x); CPU {lib['cold2_cpu'] / lib['cold1_cpu']:.2f}x"
+            f" of 1 process -> {2 * lib['cold1_cpu'] / lib['cold2_cpu']:.2f}x on 2 idle cores",
+        )
+        row(
+            f"{n}: cache hit",
+            f"{lib['warm'] * 1000:.0f} ms",
+            f"{lib['warm_cpu'] * 1000:.0f} ms CPU",
+            f"{lib['cold1'] / lib['warm']:.0f}x faster, {lib['cold1_cpu'] / lib['warm_cpu']:.0f}x less CPU"
+            " than cold, 1 process (target >= 50x)",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="copies of FreeSolv's 642 SMILES (per-core part)")
-    parser.add_argument("--library", type=int, default=6000, help="molecules in the library-pipeline part")
+    parser.add_argument("--chunk", type=int, default=321, help="SMILES per chunk (per-core part)")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds (per-core part)")
+    parser.add_argument(
+        "--library", type=int, nargs="*", default=[1000, 2000, 4000, 8000], help="library sizes (0: skip)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     smiles = list(dm.data.freesolv()["smiles"]) * args.repeat
-    r = per_core(smiles)
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     print(
-        f"per core: {len(smiles)} SMILES (FreeSolv x {args.repeat}), 1 process, 1 torch thread, "
-        "best CPU time of 5 round-robin"
+        f"per core: {len(smiles)} SMILES (FreeSolv x {args.repeat}) in chunks of {args.chunk}, 1 process, 1 torch "
+        f"thread, per chunk best of {args.rounds} round-robin"
     )
-    row("target / step", "figure", "reference", "ratio")
-    row("bare Chem.MolFromSmiles", f"{r['bare']:.0f} mol/s")
-    row(
-        "1. featurization (parse + graph tensors)",
-        f"{r['molfed']:.0f} mol/s",
-        "bare MolFromSmiles",
-        f"{r['molfed'] / r['bare']:.2f}x (target >= 0.40x)",
-    )
-    row("", "", "PyG from_smiles", f"{r['molfed'] / r['pyg']:.2f}x (target >= 3x)")
-    row("   PyG from_smiles", f"{r['pyg']:.0f} mol/s", "bare MolFromSmiles", f"{r['pyg'] / r['bare']:.2f}x")
-    for part in ("parse", "encode", "tensors"):
-        row(f"   part: {part}", f"{r[part]:.0f} mol/s", "bare MolFromSmiles", f"{r[part] / r['bare']:.2f}x")
-    row(
-        "   standardize_mol (separate step)",
-        f"{r['standardize']:.0f} mol/s",
-        "bare MolFromSmiles",
-        f"{r['standardize'] / r['bare']:.2f}x",
-    )
-
-    if args.library < 1:
-        return
-    lib = library(args.library)
-    n = lib["n"]
-    print(f"\nlibrary pipeline: {n} distinct molecules (FreeSolv + analogs), read to graphs, cold vs cache hit")
-    row(
-        "   library cold, 1 process",
-        f"{n / lib['cold1']:.0f} mol/s",
-        f"({lib['cold1']:.2f} s wall, {n / lib['cold1_cpu']:.0f} mol/CPU-s)",
-    )
-    row(
-        "1. library cold, 2 processes",
-        f"{n / lib['cold2']:.0f} mol/s",
-        "1 process",
-        f"{lib['cold1'] / lib['cold2']:.2f}x (target >= 1.7x)",
-    )
-    row(
-        "2. cache hit (unchanged library)",
-        f"{lib['warm'] * 1000:.0f} ms",
-        "cold, 1 process",
-        f"{lib['cold1'] / lib['warm']:.0f}x faster (target >= 50x)",
-    )
-    row(
-        "2. cache hit, CPU time",
-        f"{lib['warm_cpu'] * 1000:.0f} ms",
-        "cold, 1 process, CPU",
-        f"{lib['cold1_cpu'] / lib['warm_cpu']:.0f}x less CPU (target >= 50x)",
-    )
-    print("   (2 processes: wall time only; the workers' CPU is not this process's. On a shared machine the wall")
-    print("    ratios mostly measure other users' load; the CPU-time rows are this process's own work.)")
+    print_per_core(per_core(smiles, args.chunk, args.rounds))
+    sizes = [n for n in args.library if n > 0]
+    if sizes:
+        print_library(sizes)
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("(On a shared machine the wall ratios mostly measure other users' load; the CPU-time figures are the")
+    print(" processes' own work: 2 * CPU(1 process) / CPU(2 processes) is the speed-up 2 idle cores would give.)")
 
 
 if __name__ == "__main__":

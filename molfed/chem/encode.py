@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem import rdqueries
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "decode_atoms",
     "decode_bonds",
     "encode_mol",
+    "encode_smiles",
 ]
 
 _HT = Chem.HybridizationType
@@ -145,8 +146,15 @@ def encode_mol(mol: Chem.Mol) -> MolCodes:
     -------
     MolCodes
     """
-    atoms, bonds, ends = array("i"), array("B"), array("i")
+    codes = MolCodes(array("i"), array("B"), array("i"))
+    _encode_into(mol, *codes)
+    return codes
+
+
+def _encode_into(mol: Chem.Mol, atoms: array, bonds: array, ends: array) -> None:
+    """Append ``mol``'s atom codes, bond codes and bond ends to the given arrays."""
     atom_codes, bond_codes = _ATOM_CODES, _BOND_CODES
+    append_atom, append_bond, extend_ends = atoms.append, bonds.append, ends.extend
     # One C++ query instead of an enum-returning getter per atom when no atom has a chiral tag (most molecules).
     chiral = len(mol.GetAtomsMatchingQuery(_HAS_CHIRAL_TAG)) > 0
     # Index access (not mol.GetAtoms()) avoids RDKit's pure-Python sequence wrapper.
@@ -163,21 +171,53 @@ def encode_mol(mol: Chem.Mol) -> MolCodes:
             atom.IsInRing(),
             atom.GetChiralTag() if chiral else _UNSPECIFIED,
         )
-        code = atom_codes.get(key)
-        if code is None:
-            code = atom_codes[key] = _atom_code(key)
-        atoms.append(code)
+        try:
+            append_atom(atom_codes[key])
+        except KeyError:
+            append_atom(atom_codes.setdefault(key, _atom_code(key)))
     get_bond = mol.GetBondWithIdx
     for idx in range(mol.GetNumBonds()):
         bond = get_bond(idx)
-        ends.append(bond.GetBeginAtomIdx())
-        ends.append(bond.GetEndAtomIdx())
+        extend_ends((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
         bkey = (bond.GetBondType(), bond.GetIsConjugated(), bond.IsInRing(), bond.GetStereo())
-        code = bond_codes.get(bkey)
-        if code is None:
-            code = bond_codes[bkey] = _bond_code(bkey)
-        bonds.append(code)
-    return MolCodes(atoms, bonds, ends)
+        try:
+            append_bond(bond_codes[bkey])
+        except KeyError:
+            append_bond(bond_codes.setdefault(bkey, _bond_code(bkey)))
+
+
+def encode_smiles(smiles: Iterable[str]) -> tuple[CodeArrays, tuple[str | None, ...]]:
+    """Parse (:func:`~molfed.chem.standardize.parse_smiles`, no standardization) and encode many SMILES.
+
+    One pass: each molecule is encoded straight into shared arrays right after parsing, with RDKit's logs
+    blocked once for the batch (so no per-molecule ``MolCodes`` and no ``concat_codes``).
+
+    Parameters
+    ----------
+    smiles
+        SMILES texts.
+
+    Returns
+    -------
+    codes : CodeArrays
+        Codes of the molecules that parsed, in input order.
+    reasons : tuple of (str or None)
+        Per input, ``None`` if it parsed (and is in ``codes``), else its
+        :data:`~molfed.chem.standardize.PARSE_REASONS` category.
+    """
+    from molfed.chem.standardize import _parse
+
+    atoms, bonds, ends, n_atoms, n_bonds = array("i"), array("B"), array("i"), array("i"), array("i")
+    reasons: list[str | None] = []
+    with rdBase.BlockLogs():
+        for text in smiles:
+            mol, reason = _parse(text)
+            reasons.append(reason)
+            if mol is not None:
+                _encode_into(mol, atoms, bonds, ends)
+                n_atoms.append(mol.GetNumAtoms())
+                n_bonds.append(mol.GetNumBonds())
+    return _code_arrays(atoms, bonds, ends, n_atoms, n_bonds), tuple(reasons)
 
 
 class CodeArrays(NamedTuple):
@@ -204,12 +244,19 @@ def concat_codes(codes: Iterable[MolCodes]) -> CodeArrays:
         ends.append(c.ends.tobytes())
         n_atoms.append(len(c.atoms))
         n_bonds.append(len(c.bonds))
+    return _code_arrays(b"".join(atoms), b"".join(bonds), b"".join(ends), n_atoms, n_bonds)
+
+
+def _code_arrays(
+    atoms: bytes | array, bonds: bytes | array, ends: bytes | array, n_atoms: array, n_bonds: array
+) -> CodeArrays:
+    """Flat ``CodeArrays`` (own, writable copies) from the raw bytes of each array."""
     return CodeArrays(
-        np.frombuffer(b"".join(atoms), dtype=np.int32).copy(),
-        np.frombuffer(b"".join(bonds), dtype=np.uint8).copy(),
-        np.frombuffer(b"".join(ends), dtype=np.int32).reshape(-1, 2).copy(),
-        np.frombuffer(n_atoms.tobytes(), dtype=np.int32).copy(),
-        np.frombuffer(n_bonds.tobytes(), dtype=np.int32).copy(),
+        np.frombuffer(atoms, dtype=np.int32).copy(),
+        np.frombuffer(bonds, dtype=np.uint8).copy(),
+        np.frombuffer(ends, dtype=np.int32).reshape(-1, 2).copy(),
+        np.frombuffer(n_atoms, dtype=np.int32).copy(),
+        np.frombuffer(n_bonds, dtype=np.int32).copy(),
     )
 
 

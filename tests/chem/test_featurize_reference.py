@@ -15,9 +15,9 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Batch, Data
 
-from molfed.chem.encode import concat_codes, encode_mol
+from molfed.chem.encode import CodeArrays, concat_codes, encode_mol, encode_smiles
 from molfed.chem.featurize import _graph, graphs_from_codes, mol_to_graph
-from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol
+from molfed.chem.standardize import StandardizeOptions, parse_many, parse_smiles, standardize_mol
 
 ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I")
 HYB = ("S", "SP", "SP2", "SP3", "SP3D", "SP3D2")
@@ -84,14 +84,63 @@ EXTRA = [
     "C1CC[C@H]2CCCC[C@@H]2C1",
     "[Cu+2].[O-]S(=O)(=O)[O-]",
     "CC(C)(C)[Sn](Cl)(Cl)Cl",
+    # charges, zwitterions
+    "C[N+](C)(C)CC(=O)[O-]",
+    "[Fe+3]",
+    "[C-]#[O+]",
+    "CC#N",
+    "[O-][n+]1ccccc1",
+    # stereo: ring cis/trans, sulfoxide, allene, double bonds in and out of rings
+    "C[C@H]1CC[C@@H](C)CC1",
+    "C[S@@](=O)c1ccccc1",
+    "CC=C=CC",
+    "C/C=C/C=C\\C",
+    "C1=C\\CCCCCC/1",
+    # aromatic heteroatoms
+    "c1cc[nH]c1",
+    "c1ccoc1",
+    "c1ccsc1",
+    "c1cc[se]c1",
+    "c1ccncc1",
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+    "B1=CC=CC=C1",
+    "c1ccc2[nH]ccc2c1",
+    # radicals
+    "[CH3]",
+    "[O]",
+    "C[CH2]",
+    "[N]=O",
+    # metals, salts, dative bonds, hypervalence
+    "[Na+].[Cl-]",
+    "C[Mg]Br",
+    "[Cl-].[Cl-].[Pt+2]",
+    "N->[Pt](<-N)(Cl)Cl",
+    "ClP(Cl)(Cl)(Cl)Cl",
+    "CC(=O)O[Hg]",
+    "[Li]CCCC",
+    "O=[Cr](=O)(=O)=O",
+    "c1ccc(cc1)[Si](c1ccccc1)(c1ccccc1)O",
+    "OB(O)c1ccccc1",
+    "[I-].C[N+](C)(C)C",
+    "FC(F)(F)[As](F)F",
+    # explicit hydrogens, isotopes
+    "[2H]c1ccccc1[2H]",
+    "[13CH3]O",
+    "[H][H]",
+    "[H]N([H])C(=O)N([H])[H]",
 ]
 
 
 @pytest.fixture(scope="module")
-def mols() -> list[Chem.Mol]:
-    smiles = list(dm.data.freesolv()["smiles"])[::2] + EXTRA
+def smiles() -> list[str]:
+    return list(dm.data.freesolv()["smiles"]) + EXTRA  # all demo molecules (the demo partners are FreeSolv)
+
+
+@pytest.fixture(scope="module")
+def mols(smiles) -> list[Chem.Mol]:
     parsed = [parse_smiles(s)[0] for s in smiles]
-    return [m for m in parsed if m is not None]
+    assert all(m is not None for m in parsed)
+    return parsed
 
 
 def assert_same(a: Data, b: Data, what: str) -> None:
@@ -103,13 +152,49 @@ def assert_same(a: Data, b: Data, what: str) -> None:
 
 
 def test_fast_featurizer_equals_reference_raw_and_standardized(mols):
-    assert len(mols) > 330
+    assert len(mols) == 642 + len(EXTRA)
     options = StandardizeOptions()
     for i, mol in enumerate(mols):
         assert_same(mol_to_graph(mol, [float(i)]), reference_graph(mol, [float(i)]), Chem.MolToSmiles(mol))
         if i % 3 == 0 or i >= len(mols) - len(EXTRA):
             std = standardize_mol(mol, options)
             assert_same(mol_to_graph(std), reference_graph(std), Chem.MolToSmiles(std))
+
+
+def test_tricky_molecules_cover_what_they_claim(mols):
+    tricky = mols[-len(EXTRA) :]
+    atoms = [a for m in tricky for a in m.GetAtoms()]
+    bonds = [b for m in tricky for b in m.GetBonds()]
+    assert any(a.GetNumRadicalElectrons() for a in atoms) and any(a.GetFormalCharge() >= 2 for a in atoms)
+    assert any(a.GetChiralTag() != Chem.ChiralType.CHI_UNSPECIFIED for a in atoms)
+    assert any(a.GetIsAromatic() and a.GetSymbol() in ("N", "O", "S", "Se", "B") for a in atoms)
+    assert any(a.GetAtomicNum() in (3, 11, 12, 24, 26, 29, 33, 50, 78, 80) for a in atoms)  # metals, As
+    assert any(a.GetAtomicNum() == 1 for a in atoms) and any(a.GetHybridization().name == "SP3D" for a in atoms)
+    assert {b.GetBondType().name for b in bonds} >= {"SINGLE", "DOUBLE", "TRIPLE", "AROMATIC", "DATIVE"}
+
+
+def test_bond_stereo_after_stereo_perception_equals_reference(mols):
+    """parse_smiles leaves bond stereo unassigned; standardization or AssignStereochemistry sets E/Z."""
+    seen = set()
+    for mol in mols[-len(EXTRA) :]:
+        mol = Chem.Mol(mol)
+        Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
+        seen |= {b.GetStereo().name for b in mol.GetBonds()}
+        assert_same(mol_to_graph(mol), reference_graph(mol), Chem.MolToSmiles(mol))
+    assert {"STEREOE", "STEREOZ"} <= seen
+
+
+def test_encode_smiles_equals_parse_then_encode_and_reports_failures(smiles):
+    texts = [*smiles[:50], "C1CC(", "", "C(C)(C)(C)(C)C", "*CC", *smiles[50:100], " CCO ", "CC O"]
+    codes, reasons = encode_smiles(texts)
+    parsed = [parse_smiles(t) for t in texts]
+    assert reasons == tuple(reason for _, reason in parsed)
+    assert reasons[50:54] == ("unparsable_smiles", "empty_smiles", "unsanitizable_smiles", "wildcard_atom")
+    assert reasons[-1] == "unparsable_smiles" and reasons[-2] is None
+    expected = concat_codes(encode_mol(m) for m, _ in parsed if m is not None)
+    for name, a, b in zip(CodeArrays._fields, codes, expected, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert parse_many(texts) is not None and [r for _, r in parse_many(texts)] == list(reasons)
 
 
 def test_batch_featurization_equals_one_by_one(mols):
