@@ -7,12 +7,12 @@ categories for the partner's rejects report.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
-import pandas as pd
 from rdkit import Chem
 
 __all__ = ["Candidate", "DuplicateReject", "parse_label", "resolve_duplicates"]
@@ -83,7 +83,7 @@ def parse_label(cell: object, task_type: str) -> tuple[float, str | None]:
             value = float(text)
         except ValueError:
             return _NAN, "non_numeric_label"
-    elif cell is None or cell is pd.NA:
+    elif cell is None or is_pandas_na(cell):
         return _NAN, None
     elif isinstance(cell, Decimal):  # a Parquet decimal column (e.g. exported from a database)
         if not cell.is_finite():
@@ -175,3 +175,10 @@ def _merge_labels(group: Sequence[Candidate], task_types: Sequence[str]) -> tupl
         else:
             merged.append(float(present.mean()))
     return tuple(merged), conflicts
+
+
+def is_pandas_na(value: object) -> bool:
+    """``value is pandas.NA``, without importing pandas (no value can be ``pd.NA`` before pandas is imported;
+    worker processes that never read Parquet start faster without it)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and value is pd.NA

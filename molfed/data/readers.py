@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypedDict
 
-import pandas as pd
 from rdkit import Chem, rdBase
 
 from molfed.chem.standardize import REASON_TEXT, clean_log_text, parse_smiles, sanitize_reason
+from molfed.data.labels import is_pandas_na
 from molfed.errors import InputError
 
 __all__ = ["SUPPORTED_SUFFIXES", "STRUCTURE_COLUMN_SDF", "Record", "read_records", "suffix_of"]
@@ -234,6 +234,8 @@ def _assign_stereo(mol: Chem.Mol) -> None:
 
 
 def _read_parquet(data: bytes, smiles_column: str, label_columns: Sequence[str], where: _Where) -> list[Record]:
+    import pandas as pd  # only for Parquet: keeps pandas out of every worker process's start-up
+
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises many types; the text is not shown
@@ -251,6 +253,6 @@ def _text(value: object) -> str:
         return value
     if isinstance(value, bytes):  # a binary column; undecodable bytes make an unparsable SMILES
         return value.decode("utf-8", errors="replace")
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if value is None or is_pandas_na(value) or (isinstance(value, float) and value != value):
         return ""
     return str(value)
