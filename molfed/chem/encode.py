@@ -146,17 +146,25 @@ def encode_mol(mol: Chem.Mol) -> MolCodes:
     -------
     MolCodes
     """
-    codes = MolCodes(array("i"), array("B"), array("i"))
-    _encode_into(mol, *codes)
-    return codes
-
-
-def _encode_into(mol: Chem.Mol, atoms: array, bonds: array, ends: array) -> None:
-    """Append ``mol``'s atom codes, bond codes and bond ends to the given arrays."""
-    atom_codes, bond_codes = _ATOM_CODES, _BOND_CODES
-    append_atom, append_bond, extend_ends = atoms.append, bonds.append, ends.extend
+    atoms: list[int] = []
+    bonds: list[int] = []
+    ends: list[int] = []
     # One C++ query instead of an enum-returning getter per atom when no atom has a chiral tag (most molecules).
     chiral = len(mol.GetAtomsMatchingQuery(_HAS_CHIRAL_TAG)) > 0
+    _encode_into(mol, atoms, bonds, ends, chiral=chiral, ringed=True)
+    return MolCodes(array("i", atoms), array("B", bonds), array("i", ends))
+
+
+def _encode_into(
+    mol: Chem.Mol, atoms: list[int], bonds: list[int], ends: list[int], *, chiral: bool, ringed: bool
+) -> None:
+    """Append ``mol``'s atom codes, bond codes and bond ends to the given lists.
+
+    ``chiral=False`` promises that no atom has a chiral tag, ``ringed=False`` that the molecule has no ring (so no
+    atom or bond is in a ring and, sanitized, none is aromatic): their getters are then not called.
+    """
+    atom_codes, bond_codes = _ATOM_CODES, _BOND_CODES
+    append_atom, append_bond, extend_ends = atoms.append, bonds.append, ends.extend
     # Index access (not mol.GetAtoms()) avoids RDKit's pure-Python sequence wrapper.
     get_atom = mol.GetAtomWithIdx
     for idx in range(mol.GetNumAtoms()):
@@ -166,9 +174,9 @@ def _encode_into(mol: Chem.Mol, atoms: array, bonds: array, ends: array) -> None
             atom.GetDegree(),
             atom.GetFormalCharge(),
             atom.GetHybridization(),
-            atom.GetIsAromatic(),
+            ringed and atom.GetIsAromatic(),
             atom.GetTotalNumHs(),
-            atom.IsInRing(),
+            ringed and atom.IsInRing(),
             atom.GetChiralTag() if chiral else _UNSPECIFIED,
         )
         try:
@@ -179,18 +187,25 @@ def _encode_into(mol: Chem.Mol, atoms: array, bonds: array, ends: array) -> None
     for idx in range(mol.GetNumBonds()):
         bond = get_bond(idx)
         extend_ends((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
-        bkey = (bond.GetBondType(), bond.GetIsConjugated(), bond.IsInRing(), bond.GetStereo())
+        bkey = (bond.GetBondType(), bond.GetIsConjugated(), ringed and bond.IsInRing(), bond.GetStereo())
         try:
             append_bond(bond_codes[bkey])
         except KeyError:
             append_bond(bond_codes.setdefault(bkey, _bond_code(bkey)))
 
 
+_RING_OR_EXTENSION: Final = frozenset("0123456789%|")
+"""A SMILES without these characters has no ring closure, so no ring (a CXSMILES extension could add one)."""
+
+
 def encode_smiles(smiles: Iterable[str]) -> tuple[CodeArrays, tuple[str | None, ...]]:
     """Parse (:func:`~molfed.chem.standardize.parse_smiles`, no standardization) and encode many SMILES.
 
-    One pass: each molecule is encoded straight into shared arrays right after parsing, with RDKit's logs
-    blocked once for the batch (so no per-molecule ``MolCodes`` and no ``concat_codes``).
+    One pass: each molecule is encoded into shared lists right after parsing (no per-molecule ``MolCodes``, no
+    ``concat_codes``), with RDKit's logs blocked once for the batch. The text spares getter calls: parsing (and
+    sanitizing) sets a chiral tag only where the SMILES has ``@`` (or a CXSMILES extension), and a molecule
+    whose SMILES has no ring-closure digit has no ring. The codes equal ``encode_mol(parse_smiles(s)[0])``'s
+    (``tests/chem`` checks it on every demo molecule and on tricky ones).
 
     Parameters
     ----------
@@ -207,17 +222,30 @@ def encode_smiles(smiles: Iterable[str]) -> tuple[CodeArrays, tuple[str | None, 
     """
     from molfed.chem.standardize import _parse
 
-    atoms, bonds, ends, n_atoms, n_bonds = array("i"), array("B"), array("i"), array("i"), array("i")
+    atoms: list[int] = []
+    bonds: list[int] = []
+    ends: list[int] = []
+    n_atoms: list[int] = []
+    n_bonds: list[int] = []
     reasons: list[str | None] = []
+    ring_chars = _RING_OR_EXTENSION.isdisjoint
     with rdBase.BlockLogs():
         for text in smiles:
             mol, reason = _parse(text)
             reasons.append(reason)
             if mol is not None:
-                _encode_into(mol, atoms, bonds, ends)
+                chiral = "@" in text or "|" in text
+                _encode_into(mol, atoms, bonds, ends, chiral=chiral, ringed=not ring_chars(text))
                 n_atoms.append(mol.GetNumAtoms())
                 n_bonds.append(mol.GetNumBonds())
-    return _code_arrays(atoms, bonds, ends, n_atoms, n_bonds), tuple(reasons)
+    codes = CodeArrays(
+        np.array(atoms, dtype=np.int32),
+        np.array(bonds, dtype=np.uint8),
+        np.array(ends, dtype=np.int32).reshape(-1, 2),
+        np.array(n_atoms, dtype=np.int32),
+        np.array(n_bonds, dtype=np.int32),
+    )
+    return codes, tuple(reasons)
 
 
 class CodeArrays(NamedTuple):
@@ -244,19 +272,12 @@ def concat_codes(codes: Iterable[MolCodes]) -> CodeArrays:
         ends.append(c.ends.tobytes())
         n_atoms.append(len(c.atoms))
         n_bonds.append(len(c.bonds))
-    return _code_arrays(b"".join(atoms), b"".join(bonds), b"".join(ends), n_atoms, n_bonds)
-
-
-def _code_arrays(
-    atoms: bytes | array, bonds: bytes | array, ends: bytes | array, n_atoms: array, n_bonds: array
-) -> CodeArrays:
-    """Flat ``CodeArrays`` (own, writable copies) from the raw bytes of each array."""
     return CodeArrays(
-        np.frombuffer(atoms, dtype=np.int32).copy(),
-        np.frombuffer(bonds, dtype=np.uint8).copy(),
-        np.frombuffer(ends, dtype=np.int32).reshape(-1, 2).copy(),
-        np.frombuffer(n_atoms, dtype=np.int32).copy(),
-        np.frombuffer(n_bonds, dtype=np.int32).copy(),
+        np.frombuffer(b"".join(atoms), dtype=np.int32).copy(),
+        np.frombuffer(b"".join(bonds), dtype=np.uint8).copy(),
+        np.frombuffer(b"".join(ends), dtype=np.int32).reshape(-1, 2).copy(),
+        np.frombuffer(n_atoms.tobytes(), dtype=np.int32).copy(),
+        np.frombuffer(n_bonds.tobytes(), dtype=np.int32).copy(),
     )
 
 

@@ -185,11 +185,15 @@ def test_bond_stereo_after_stereo_perception_equals_reference(mols):
 
 
 def test_encode_smiles_equals_parse_then_encode_and_reports_failures(smiles):
-    texts = [*smiles[:50], "C1CC(", "", "C(C)(C)(C)(C)C", "*CC", *smiles[50:100], " CCO ", "CC O"]
+    # every demo and tricky molecule, failures, and texts that test encode_smiles's shortcuts (chiral tags only
+    # with '@' or a CXSMILES extension, rings only with ring-closure digits)
+    shortcuts = ["C[C@H](N)O", "[13CH3]C", "N[C@@H](C)C(=O)O |&1:1|", "C[C@H]1CC1", "C/C=C/C", "C%10CC%10"]
+    texts = [*smiles, "C1CC(", "", "C(C)(C)(C)(C)C", "*CC", *shortcuts, " CCO ", "CC O"]
     codes, reasons = encode_smiles(texts)
     parsed = [parse_smiles(t) for t in texts]
     assert reasons == tuple(reason for _, reason in parsed)
-    assert reasons[50:54] == ("unparsable_smiles", "empty_smiles", "unsanitizable_smiles", "wildcard_atom")
+    n = len(smiles)
+    assert reasons[n : n + 4] == ("unparsable_smiles", "empty_smiles", "unsanitizable_smiles", "wildcard_atom")
     assert reasons[-1] == "unparsable_smiles" and reasons[-2] is None
     expected = concat_codes(encode_mol(m) for m, _ in parsed if m is not None)
     for name, a, b in zip(CodeArrays._fields, codes, expected, strict=True):
