@@ -32,6 +32,9 @@ Bond features (``BOND_DIM = 11``):
 * in ring (1)
 * stereo: none, Z (or CIS), E (or TRANS), other (4)
 
+For SMILES, ``graphs_from_codes(encode_smiles(smiles)[0])`` (:func:`~molfed.chem.encode.encode_smiles`) is
+the fastest path from text to graphs.
+
 Speed: RDKit's part (:func:`~molfed.chem.encode.encode_mol`, compact integer codes per atom and bond) is
 separate from the tensor part (:func:`graphs_from_codes`), which expands the codes of many molecules at once
 with numpy and slices the result into per-molecule views; so featurizing a library costs one pass of RDKit
