@@ -10,7 +10,8 @@ graph cache that :func:`~molfed.data.cache.featurize_library` loads; :func:`shar
 occurrences and writes the shards :func:`~molfed.data.shards.write_shards` would write. Either result is identical
 to the in-process path (same molecules, order, codes and rejects).
 
-Part files hold partner data (codes, labels, InChIKeys, reject details): they stay in the workspace.
+Part files are plain NumPy ``.npz`` arrays (loaded with ``allow_pickle=False``), so workers need neither torch nor
+PyG. They hold partner data (codes, labels, InChIKeys, reject details): they stay in the workspace.
 """
 
 from __future__ import annotations
@@ -23,20 +24,21 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from rdkit import Chem
 
 from molfed.chem.encode import MolCodes, concat_codes
-from molfed.chem.featurize import graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions
-from molfed.data import cache
 from molfed.data.labels import Candidate, resolve_duplicates
 from molfed.data.library import Reject, file_digest, process_chunk
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, read_records, suffix_of
-from molfed.data.shards import ShardSet, _save_shard
 from molfed.errors import InputError
+
+if TYPE_CHECKING:  # the merge side needs torch; workers import only what a chunk needs (no torch, no PyG)
+    from molfed.data.cache import FeaturizedLibrary
+    from molfed.data.shards import ShardSet
 
 __all__ = [
     "Chunk",
@@ -109,7 +111,7 @@ def plan_chunks(spec: LibrarySpec, parts_dir: Path, chunk_size: int, *, partner:
     n = len(records)
     del records
     starts = range(0, n, chunk_size)
-    return [Chunk(i, s, min(s + chunk_size, n), digest, parts_dir / f"part-{i:05d}.pt") for i, s in enumerate(starts)]
+    return [Chunk(i, s, min(s + chunk_size, n), digest, parts_dir / f"part-{i:05d}.npz") for i, s in enumerate(starts)]
 
 
 def featurize_chunk(spec: LibrarySpec, chunk: Chunk) -> ChunkResult:
@@ -135,19 +137,21 @@ def featurize_chunk(spec: LibrarySpec, chunk: Chunk) -> ChunkResult:
     kept = [(o, extra) for o, extra in outcomes if isinstance(o, Candidate) and extra is not None]
     rejects = [o for o, _ in outcomes if isinstance(o, Reject)]
     codes = concat_codes(extra[0] for _, extra in kept)
-    payload = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in codes._asdict().items()}
-    payload |= {
-        "rows": torch.tensor([c.row for c, _ in kept], dtype=torch.int64),
-        "y": torch.tensor([c.labels for c, _ in kept], dtype=torch.float64).reshape(len(kept), len(spec.task_types)),
-        "scaffolds": "\n".join(extra[1] for _, extra in kept),
-        "inchikeys": "\n".join(c.inchikey for c, _ in kept),
+    arrays = {
+        **codes._asdict(),
+        "rows": np.array([c.row for c, _ in kept], dtype=np.int64),
+        "y": np.array([c.labels for c, _ in kept], dtype=np.float64).reshape(len(kept), len(spec.task_types)),
+        "scaffolds": _text([extra[1] for _, extra in kept]),
+        "inchikeys": _text([c.inchikey for c, _ in kept]),
         # canonical SMILES only where InChI failed: the duplicate key falls back to it
-        "smiles": "\n".join("" if c.inchikey else c.smiles for c, _ in kept),
-        "rejects": [[r.row, r.reason, r.column, r.detail] for r in rejects],
+        "smiles": _text(["" if c.inchikey else c.smiles for c, _ in kept]),
+        "reject_rows": np.array([r.row for r in rejects], dtype=np.int64),
+        **{f"reject_{f}": _text([getattr(r, f) for r in rejects]) for f in ("reason", "column", "detail")},
     }
     chunk.part.parent.mkdir(parents=True, exist_ok=True)
-    tmp = chunk.part.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
+    tmp = chunk.part.with_name(f"{chunk.part.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as handle:
+        np.savez(handle, **arrays)  # plain arrays: loaded with allow_pickle=False
     tmp.replace(chunk.part)
     counts: dict[str, int] = {}
     for r in rejects:
@@ -170,22 +174,29 @@ class _Part:
 def _load_part(result: ChunkResult) -> _Part:
     if file_digest(result.part) != result.part_digest:
         raise InputError("featurized part changed after it was written (digest differs)", path=str(result.part))
-    p = torch.load(result.part, map_location="cpu", weights_only=True)
-    rows, y = p["rows"].tolist(), p["y"].tolist()
-    split = (lambda text: text.split("\n")) if rows else (lambda text: [])
-    keys, smiles, scaffolds = split(p["inchikeys"]), split(p["smiles"]), split(p["scaffolds"])
+    with np.load(result.part, allow_pickle=False) as p:
+        arrays = {name: p[name] for name in p.files}
+    rows, y = arrays["rows"].tolist(), arrays["y"].tolist()
+    keys, smiles, scaffolds = (arrays[name].tolist() for name in ("inchikeys", "smiles", "scaffolds"))
     empty = Chem.Mol()  # the merge needs keys and labels, not molecules
     candidates = [Candidate(r, empty, s, k, tuple(v)) for r, s, k, v in zip(rows, smiles, keys, y, strict=True)]
-    codes = dict(zip(rows, zip(_mol_codes(p), scaffolds, strict=True), strict=True))
-    rejects = [Reject(int(row), str(reason), str(col), str(detail)) for row, reason, col, detail in p["rejects"]]
+    codes = dict(zip(rows, zip(_mol_codes(arrays), scaffolds, strict=True), strict=True))
+    fields = (arrays[f"reject_{f}"].tolist() for f in ("reason", "column", "detail"))
+    rejects = [
+        Reject(int(r), *map(str, rest)) for r, *rest in zip(arrays["reject_rows"].tolist(), *fields, strict=True)
+    ]
     return _Part(candidates, codes, rejects)
 
 
-def _mol_codes(payload: dict) -> Iterator[MolCodes]:
+def _text(values: Sequence[str]) -> np.ndarray:
+    return np.array(values, dtype=np.str_) if values else np.zeros(0, dtype="<U1")
+
+
+def _mol_codes(arrays: dict[str, np.ndarray]) -> Iterator[MolCodes]:
     """Split a part's concatenated codes back into one :class:`MolCodes` per molecule."""
-    atoms, bonds, ends = payload["atoms"].numpy(), payload["bonds"].numpy(), payload["ends"].numpy()
+    atoms, bonds, ends = arrays["atoms"], arrays["bonds"], arrays["ends"]
     a = b = 0
-    for n_atoms, n_bonds in zip(payload["num_atoms"].tolist(), payload["num_bonds"].tolist(), strict=True):
+    for n_atoms, n_bonds in zip(arrays["num_atoms"].tolist(), arrays["num_bonds"].tolist(), strict=True):
         yield MolCodes(
             array("i", atoms[a : a + n_atoms].tobytes()),
             array("B", bonds[b : b + n_bonds].tobytes()),
@@ -209,7 +220,7 @@ def library_from_parts(
     digest: str,
     duplicates: str,
     partner: str | None = None,
-) -> cache.FeaturizedLibrary:
+) -> FeaturizedLibrary:
     """Merge parts as :func:`~molfed.data.library.read_library` merges its chunks and write ``cache_file``.
 
     Raises
@@ -217,6 +228,9 @@ def library_from_parts(
     InputError
         If no row gave a valid molecule, or a part file was altered.
     """
+    from molfed.chem.featurize import graphs_from_codes
+    from molfed.data import cache
+
     candidates: list[Candidate] = []
     rejects: list[Reject] = []
     extras: dict[int, tuple[MolCodes, str]] = {}
@@ -265,6 +279,8 @@ def shards_from_parts(spec: LibrarySpec, results: Sequence[ChunkResult], out_dir
     seen: set[str] = set()
     paths: list[Path] = []
     n_rows = n_kept = n_rejected = 0
+    from molfed.data.shards import ShardSet, _save_shard
+
     with (out_dir / "rejects.csv").open("w", newline="", encoding="utf-8") as report:
         writer = csv.writer(report, lineterminator="\n")
         writer.writerow(("row", "column", "reason", "detail"))
@@ -296,6 +312,8 @@ def shards_from_parts(spec: LibrarySpec, results: Sequence[ChunkResult], out_dir
 
 def cache_file_for(spec: LibrarySpec, workspace: Path, *, digest: str, duplicates: str) -> Path:
     """Where :func:`~molfed.data.cache.featurize_library` looks for this library's graph cache."""
+    from molfed.data import cache
+
     key = cache.cache_key(
         digest,
         smiles_column=spec.smiles_column,
