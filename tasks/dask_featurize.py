@@ -85,7 +85,8 @@ def featurize_over_dask(
 ) -> list[dk.ChunkResult]:
     """Plan the chunks and run them on a Dask cluster (a local one is started and closed here)."""
     chunks = dk.plan_chunks(spec, parts_dir, settings.chunk_size, partner=partner)
-    return fan_out.with_options(task_runner=task_runner(settings), flow_run_name=f"featurize-{partner}")(spec, chunks)
+    runner = task_runner(settings)  # TaskRunner[PrefectDaskFuture]: fine at run time, invariant for mypy
+    return fan_out.with_options(task_runner=runner, flow_run_name=f"featurize-{partner}")(spec, chunks)  # type: ignore[arg-type]
 
 
 def ensure_featurized(config: RunConfig, cfg: PartnerConfig) -> None:

@@ -141,13 +141,14 @@ def featurize_chunk(spec: LibrarySpec, chunk: Chunk) -> ChunkResult:
         **codes._asdict(),
         "rows": np.array([c.row for c, _ in kept], dtype=np.int64),
         "y": np.array([c.labels for c, _ in kept], dtype=np.float64).reshape(len(kept), len(spec.task_types)),
-        "scaffolds": _text([extra[1] for _, extra in kept]),
-        "inchikeys": _text([c.inchikey for c, _ in kept]),
+        **_text("scaffolds", [extra[1] for _, extra in kept]),
+        **_text("inchikeys", [c.inchikey for c, _ in kept]),
         # canonical SMILES only where InChI failed: the duplicate key falls back to it
-        "smiles": _text(["" if c.inchikey else c.smiles for c, _ in kept]),
+        **_text("smiles", ["" if c.inchikey else c.smiles for c, _ in kept]),
         "reject_rows": np.array([r.row for r in rejects], dtype=np.int64),
-        **{f"reject_{f}": _text([getattr(r, f) for r in rejects]) for f in ("reason", "column", "detail")},
     }
+    for field in ("reason", "column", "detail"):
+        arrays |= _text(f"reject_{field}", [getattr(r, field) for r in rejects])
     chunk.part.parent.mkdir(parents=True, exist_ok=True)
     tmp = chunk.part.with_name(f"{chunk.part.name}.tmp{os.getpid()}")
     with tmp.open("wb") as handle:
@@ -177,19 +178,27 @@ def _load_part(result: ChunkResult) -> _Part:
     with np.load(result.part, allow_pickle=False) as p:
         arrays = {name: p[name] for name in p.files}
     rows, y = arrays["rows"].tolist(), arrays["y"].tolist()
-    keys, smiles, scaffolds = (arrays[name].tolist() for name in ("inchikeys", "smiles", "scaffolds"))
+    keys, smiles, scaffolds = (_strings(arrays, name) for name in ("inchikeys", "smiles", "scaffolds"))
     empty = Chem.Mol()  # the merge needs keys and labels, not molecules
     candidates = [Candidate(r, empty, s, k, tuple(v)) for r, s, k, v in zip(rows, smiles, keys, y, strict=True)]
     codes = dict(zip(rows, zip(_mol_codes(arrays), scaffolds, strict=True), strict=True))
-    fields = (arrays[f"reject_{f}"].tolist() for f in ("reason", "column", "detail"))
+    fields = (_strings(arrays, f"reject_{f}") for f in ("reason", "column", "detail"))
     rejects = [
         Reject(int(r), *map(str, rest)) for r, *rest in zip(arrays["reject_rows"].tolist(), *fields, strict=True)
     ]
     return _Part(candidates, codes, rejects)
 
 
-def _text(values: Sequence[str]) -> np.ndarray:
-    return np.array(values, dtype=np.str_) if values else np.zeros(0, dtype="<U1")
+def _text(name: str, values: Sequence[str]) -> dict[str, np.ndarray]:
+    """Strings as one UTF-8 blob plus lengths (NumPy's fixed-width str arrays would drop trailing NULs)."""
+    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return {f"{name}.utf8": blob, f"{name}.len": np.array([len(e) for e in encoded], dtype=np.int64)}
+
+
+def _strings(arrays: dict[str, np.ndarray], name: str) -> list[str]:
+    blob, ends = arrays[f"{name}.utf8"].tobytes(), np.cumsum(arrays[f"{name}.len"]).tolist()
+    return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in zip([0, *ends][:-1], ends, strict=True)]
 
 
 def _mol_codes(arrays: dict[str, np.ndarray]) -> Iterator[MolCodes]:

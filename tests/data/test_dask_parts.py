@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,12 @@ def test_altered_part_or_library_is_refused(library: Path, tmp_path: Path):
     copy.write_text(copy.read_text() + "CCO,1\n")
     with pytest.raises(InputError, match="library file changed"):
         dk.featurize_chunk(spec_for(copy), chunk)
+
+
+def test_part_strings_round_trip_exactly(tmp_path: Path):
+    values = ["trailing NUL\x00", "", "é☃", "C1CC("]
+    path = tmp_path / "t.npz"
+    np.savez(path, **dk._text("t", values), **dk._text("none", []))
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert dk._strings(arrays, "t") == values and dk._strings(arrays, "none") == []
