@@ -14,9 +14,10 @@ import pandas as pd
 import psutil
 import pytest
 import torch
+import yaml
 
 from molfed.audit import scan, structure_needles
-from molfed.config import RunConfig, load_config
+from molfed.config import DaskConfig, RunConfig, SiteConfig, load_config
 from molfed.data.demo import BAD_ROWS, write_demo_partners
 from molfed.errors import ConfigError
 from molfed.federated import partner as p
@@ -123,8 +124,6 @@ def test_dask_config_errors_name_the_key(tmp_path: Path, dask: dict, message: st
     path = tmp_path / "c.yaml"
     lib = tmp_path / "lib.csv"
     lib.write_text("smiles,expt\nCCO,1\n")
-    import yaml
-
     path.write_text(
         yaml.safe_dump({"tasks": [{"name": "expt"}], "partners": [{"name": "a", "path": str(lib), "dask": dask}]})
     )
@@ -146,3 +145,5 @@ def test_dask_config_accepts_an_address_and_belongs_to_the_site_in_sites_mode(tm
                 "partners": [{"name": "a", "dask": {}}],
             }
         )
+    site = SiteConfig(name="a", path=Path("x.csv"), workspace=Path("ws"), dask={"n_workers": 3})
+    assert site.as_partner().dask == DaskConfig(n_workers=3)
