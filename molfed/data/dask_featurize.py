@@ -264,7 +264,8 @@ def library_from_parts(
         counts[r.reason] = counts.get(r.reason, 0) + 1
     if not kept:
         summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
-        raise InputError(f"no valid molecules; all {n_rows} rows rejected ({summary})", path=str(spec.path))
+        message = f"no valid molecules; all {n_rows} rows rejected ({summary})"
+        raise InputError(message, path=str(spec.path), partner=partner)
     labels = np.array([c.labels for c in kept], dtype=np.float32).reshape(len(kept), len(spec.task_types))
     codes = concat_codes(extras[c.row][0] for c in kept)
     scaffolds = tuple(extras[c.row][1] for c in kept)

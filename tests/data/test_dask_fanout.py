@@ -23,7 +23,8 @@ from molfed.errors import ConfigError
 from molfed.federated import partner as p
 
 CHUNK = 70
-# one Prefect flow + a 2-process Dask cluster for the module: ~30 s CPU on an idle 2-core machine, minutes on a busy one
+# One Prefect flow + a 2-process Dask cluster for the module's fixture: measured ~110 s CPU (user+sys, with pytest's
+# imports and a fresh Prefect server) and 220-310 s wall at load average 8-17 on 2 cores; hence slow.
 
 
 @pytest.fixture(scope="module")
