@@ -71,6 +71,42 @@ class PrivateTaskSpec(_Model):
         return self.column if self.column is not None else self.name
 
 
+_DASK_ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class DaskConfig(_Model):
+    """Fan a partner's featurization out over a Dask cluster (Prefect's DaskTaskRunner), chunk by chunk.
+
+    Only paths, row ranges, counts and digests travel to and from the workers; the workers read the library file
+    and write their parts in the partner's workspace, so both must be reachable from every worker."""
+
+    address: str | None = Field(
+        None,
+        max_length=200,
+        description="Scheduler address of an existing cluster (e.g. tcp://10.0.0.5:8786); null starts a local "
+        "cluster of n_workers processes for this partner's featurization and closes it afterwards.",
+    )
+    n_workers: int = Field(
+        2, ge=1, le=256, description="Worker processes of the local cluster (only when address is null)."
+    )
+    chunk_size: int = Field(
+        50_000, ge=10, le=10_000_000, description="Library rows per Dask task (one part file per chunk)."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None and not _DASK_ADDRESS.match(value):
+            raise ValueError(f"got {value!r}, expected a scheduler address such as 'tcp://host:8786'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> DaskConfig:
+        if self.address is not None and "n_workers" in self.model_fields_set:
+            raise ValueError("n_workers sizes a local cluster only; drop it when address is set")
+        return self
+
+
 class _PrivateTasks(_Model):
     """Fields a partner sets about its own tasks (in its run-config entry, or in its site config in sites mode)."""
 
@@ -124,6 +160,9 @@ class PartnerConfig(_PrivateTasks):
     workspace: Path | None = Field(
         None,
         description="Partner-private directory for caches, splits and rejects (default: workspaces/<name>).",
+    )
+    dask: DaskConfig | None = Field(
+        None, description="Featurize this partner's library over a Dask cluster (null: in this process / data.workers)."
     )
 
     @field_validator("name")
@@ -434,10 +473,10 @@ class RunConfig(_Model):
         for partner in self.partners:
             if self.mode == "local" and partner.path is None:
                 raise ValueError(f"partner {partner.name!r}: path is required in local mode")
-            if self.mode == "sites" and (partner.path is not None or partner.workspace is not None):
+            if self.mode == "sites" and (partner.path is not None or partner.workspace is not None or partner.dask):
                 raise ValueError(
-                    f"partner {partner.name!r}: sites mode takes partner names only; the path and workspace belong "
-                    "in the partner's own site config"
+                    f"partner {partner.name!r}: sites mode takes partner names only; the path, workspace and "
+                    "dask settings belong in the partner's own site config"
                 )
         if self.mode == "sites" and self.federation.strategy == "scaffold":
             raise ValueError(
@@ -758,6 +797,9 @@ class SiteConfig(_PrivateTasks):
     smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
     label_columns: dict[str, str] = Field(default_factory=dict, description="Task name -> column.")
     workspace: Path = Field(description="Partner-private directory for caches, splits, rejects, control state.")
+    dask: DaskConfig | None = Field(
+        None, description="Featurize this site's library over a Dask cluster (null: in this process / data.workers)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SiteConfig:
@@ -771,6 +813,7 @@ class SiteConfig(_PrivateTasks):
             smiles_column=self.smiles_column,
             label_columns=self.label_columns,
             workspace=self.workspace,
+            dask=self.dask,
             **{k: getattr(self, k) for k in _PrivateTasks.model_fields},
         )
 
