@@ -117,7 +117,7 @@ TRIGGER = """
 import json, sys
 from prefect.deployments import run_deployment
 params = {"config": json.loads(sys.argv[1])} if len(sys.argv) > 1 else None
-run = run_deployment("federated-training/federated-training", parameters=params, timeout=900)
+run = run_deployment("federated-training/federated-training", parameters=params, timeout=1500)
 print(run.state.type.value, run.id)
 print(run.state.message or "")
 """
@@ -125,7 +125,7 @@ print(run.state.message or "")
 
 def _trigger(env: dict[str, str], cwd: Path, config: dict | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-c", TRIGGER] + ([json.dumps(config)] if config else [])
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1000)
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1600)
 
 
 @pytest.fixture(scope="module")
@@ -423,7 +423,10 @@ def test_rounds_ran_under_secure_aggregation_with_verified_signatures(consortium
     rid, tags = parent.info.run_id, parent.data.tags
     for r in (1, 2):
         summary = tags[f"molfed.integrity.round.{r}"]
-        assert "plaintext 0" in summary and "signatures verified 2" in summary and "masked vectors" in summary
+        assert summary.startswith(
+            "received 2, plaintext 0, rejected 0, signatures verified 2"
+        )  # alpha: gone at prepare
+        assert "masked vectors" in summary
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "signatures_verified")] == [(1, 2.0), (2, 2.0)]
     assert [m.value for m in client.get_metric_history(rid, "updates_rejected")] == [0.0, 0.0]
     sites = client.search_runs(
