@@ -3,8 +3,9 @@
 - ``federated-training/federated-training`` on pool ``molfed-coordinator``: its parameter is the pydantic config,
   so the Prefect UI renders a form with defaults, descriptions and bounds; the config file becomes its default.
   An optional cron schedule (``schedule:`` in the config) retrains periodically.
-- In sites mode, per partner: pool ``partner-<name>`` (process) and deployment ``partner-job/partner-<name>``,
-  which only that partner's worker picks up.
+- In sites mode, per partner: pool ``partner-<name>`` (process) and deployments ``partner-job/partner-<name>``
+  (prepare, train, finish) and ``secagg-job/partner-<name>`` (light secure-aggregation steps), which only that
+  partner's worker picks up.
 
 Code is pulled from this checkout (``from_source`` with a local directory): every worker must see the same
 checkout path (or point ``source`` at a git URL for a real consortium).
@@ -56,9 +57,11 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
     names = [TRAINING_DEPLOYMENT]
     if config.mode == "sites":
         job = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:partner_job")
+        secagg = flow.from_source(source=str(source), entrypoint="flows/secagg_job.py:secagg_job")
         for partner in config.partners:
             pool = f"partner-{partner.name}"
             ensure_pool(pool)
             job.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
-            names.append(f"partner-job/{pool}")
+            secagg.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
+            names += [f"partner-job/{pool}", f"secagg-job/{pool}"]
     return names

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from molfed.config import RunConfig, SiteConfig, load_site_config, site_run_config
 from molfed.errors import ConfigError
 from molfed.federated import jobs
+from molfed.federated.secure import site as secagg
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
 from tasks import integrity
@@ -67,8 +68,8 @@ def partner_job(job: SiteJob) -> None:
 
 def _run(job: SiteJob, site: SiteConfig) -> None:
     tracker = Tracker(resolve_tracking_uri(None), None)
-    config = RunConfig.model_validate(tracker.download_json(job.parent_run_id, "federation/config.json"))
-    config = site_run_config(config, site)
+    federation = RunConfig.model_validate(tracker.download_json(job.parent_run_id, "federation/config.json"))
+    config = site_run_config(federation, site)
     data = load_partner(config, config.partners[0])
     reply: dict
     if job.action == "prepare":
@@ -82,15 +83,22 @@ def _run(job: SiteJob, site: SiteConfig) -> None:
             out = round_from_config(
                 config, data, spec, weights, scaling, job.server_round, job.options, None, job.state_key
             )
-            out = integrity.seal(config, job.partner, out, run_id=job.parent_run_id, server_round=job.server_round)
-            tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
+            at = {"run_id": job.parent_run_id, "server_round": job.server_round}
+            advert = None
+            if federation.secure_aggregation.enabled:  # the update stays here; its round keys travel instead
+                out, advert = integrity.hold_at_site(federation, config, out, **at)
+            else:
+                out = integrity.seal(config, job.partner, out, **at)
+                tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
             reply = {
                 "n_samples": out.update.n_samples,
                 "metrics": dict(out.update.metrics),
                 "incoming_val": out.incoming_val,
                 "signature": integrity.signature_json(out.update),
+                "advert": advert,
             }
         elif job.action == "finish":
+            secagg.forget(site.workspace, job.parent_run_id)  # what a round this partner dropped out of left behind
             weights = tracker.download_weights(job.parent_run_id, f"global_model/round_{job.server_round:04d}.pt")
             champion = None
             if job.champion_uri:

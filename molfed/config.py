@@ -400,7 +400,7 @@ class IntegrityConfig(_Model):
 class SecureAggregationConfig(_Model):
     """Pairwise-masked secure aggregation: the coordinator sees only masked vectors and their sum."""
 
-    enabled: bool = Field(False, description="Mask updates so that only their weighted sum is revealed (local mode).")
+    enabled: bool = Field(False, description="Mask updates so that only their weighted sum is revealed.")
     threshold: int | None = Field(
         None,
         ge=2,
@@ -576,10 +576,6 @@ def _check_integrity(config: RunConfig) -> None:
         raise ValueError(
             "secure_aggregation.enabled: integrity.max_delta_norm / max_norm_ratio / min_cosine look at individual "
             "updates, which secure aggregation hides; remove them or turn secure aggregation off"
-        )
-    if config.mode == "sites":
-        raise ValueError(
-            "secure_aggregation.enabled: sites mode does not carry the key-exchange messages yet; use local mode"
         )
     if len(names) < 2:
         raise ValueError("secure_aggregation.enabled: needs at least 2 partners (a sum of one update is that update)")
@@ -830,6 +826,10 @@ def site_run_config(config: RunConfig, site: SiteConfig, *, source: str = "site 
     raw.update(mode="local", partners=[site.as_partner().model_dump(mode="json", exclude_unset=True)])
     raw["baselines"]["pooled"] = False
     raw["federation"]["min_partners"] = None  # the quorum is the coordinator's; this view holds one partner
+    # signing keys and secure aggregation are the federation's (read by the partner job from its config); this
+    # view keeps only the site's own public key and leaves the protocol off (it holds one partner)
+    raw["integrity"]["public_keys"] = {k: v for k, v in raw["integrity"]["public_keys"].items() if k == site.name}
+    raw["secure_aggregation"]["enabled"] = False
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -15,10 +15,12 @@ from molfed.federated import integrity, jobs, keys
 from molfed.federated.sealing import seal_update
 from molfed.federated.secure import default_threshold
 from molfed.federated.secure.local import LocalTransport
+from molfed.federated.secure.rounds import Transport
 from molfed.federated.signing import SignedUpdate, signature_to_json
 from molfed.federated.strategies import Strategy
 from molfed.federated.types import Update
 from molfed.tracking import Tracker
+from tasks.secagg_sites import SiteTransport
 
 
 def seal(config: RunConfig, name: str, reply: jobs.RoundReply, *, run_id: str, server_round: int) -> jobs.RoundReply:
@@ -62,14 +64,20 @@ def guard(strategy: Strategy, config: RunConfig, tracker: Tracker, run_id: str) 
         screens = integrity.Screens(i.max_delta_norm, i.max_norm_ratio, i.min_cosine, i.min_reference)
     secure = None
     if s.enabled:
-        loader = functools.partial(_signing_key, config) if i.signing else None
-        transport = LocalTransport(signing_key=loader, peer_keys=keys_by_name, scale=2**s.scale_bits)
-        threshold = s.threshold or default_threshold(len(config.partners))
+        transport: Transport
+        if config.mode == "sites":  # each partner's steps run at its site; it signs with its own key there
+            transport = SiteTransport(run_id)
+        else:
+            loader = functools.partial(_signing_key, config) if i.signing else None
+            transport = LocalTransport(signing_key=loader, peer_keys=keys_by_name, scale=2**s.scale_bits)
+        threshold = secure_threshold(config)
         secure = integrity.SecureSettings(transport, threshold, 2**s.scale_bits)
 
     def report(check: integrity.RoundCheck) -> None:
         tracker.log_metrics(run_id, check.metrics(), step=check.server_round)
         summary = f"received {check.received}, plaintext {check.plaintext}, rejected {len(check.rejected)}"
+        if keys_by_name is not None:
+            summary += f", signatures verified {check.verified}"
         if secure is not None:
             summary += "; secure aggregation: the coordinator saw masked vectors and their sum only"
         tracker.set_tags(run_id, {f"molfed.integrity.round.{check.server_round}": summary})
@@ -79,6 +87,39 @@ def guard(strategy: Strategy, config: RunConfig, tracker: Tracker, run_id: str) 
     return integrity.GuardedStrategy(
         strategy, run_id=run_id, public_keys=keys_by_name, screens=screens, secure=secure, on_round=report
     )
+
+
+def secure_threshold(config: RunConfig) -> int:
+    """The round's Shamir threshold: configured, else a strict majority of the federation's partners."""
+    return config.secure_aggregation.threshold or default_threshold(len(config.partners))
+
+
+def hold_at_site(
+    federation: RunConfig, site_view: RunConfig, reply: jobs.RoundReply, *, run_id: str, server_round: int
+) -> tuple[jobs.RoundReply, dict]:
+    """Sites mode, end of a partner's round job under secure aggregation: keep the update in the partner's
+    workspace and return the reply without weights plus this round's round keys (JSON, signed when partners sign).
+
+    ``federation`` is the coordinator's config (partners, threshold, public keys), ``site_view`` the site's own
+    view of it (:func:`molfed.config.site_run_config`: its workspace and signing key).
+    """
+    from molfed.federated.secure import site, wire
+
+    workspace = site_view.workspace_for(site_view.partners[0])
+    signing = federation.integrity.signing
+    advert = site.hold(
+        workspace,
+        reply.update,
+        run_id=run_id,
+        server_round=server_round,
+        threshold=secure_threshold(federation),
+        scale=2**federation.secure_aggregation.scale_bits,
+        signing_key=keys.load_signing_key(workspace) if signing else None,
+        peer_keys=dict(federation.integrity.public_keys) if signing else None,
+    )
+    u = reply.update
+    kept_back = Update(u.partner, {}, u.n_samples, dict(u.metrics))
+    return dataclasses.replace(reply, update=kept_back), wire.advert_to_json(advert)
 
 
 def _signing_key(config: RunConfig, name: str) -> Ed25519PrivateKey:

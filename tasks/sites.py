@@ -4,7 +4,8 @@ The coordinator never learns a partner's path. Per job it creates a flow run of 
 ``partner-job/partner-<name>`` whose parameters are ids and numbers only; weights and replies travel through the
 MLflow tracking server's artifact store: the coordinator publishes the plan and each round's global weights on
 the federation run, each partner downloads them and uploads its reply (update weights, counts, metrics) to its
-own ``site-<name>`` child run.
+own ``site-<name>`` child run. Under secure aggregation the update stays at the site and its round keys come
+instead; the protocol's other steps are light ``secagg-job`` runs (``tasks/secagg_sites.py``).
 """
 
 from __future__ import annotations
@@ -21,19 +22,26 @@ from prefect.states import Cancelled
 from molfed.config import RunConfig
 from molfed.federated import jobs
 from molfed.federated.signing import SignedUpdate, signature_from_json
-from molfed.federated.types import Failure, Weights
+from molfed.federated.types import Failure, Update, Weights
 from molfed.models.model import ModelSpec
+from molfed.site_artifacts import reply_path
 from molfed.tracking import Tracker
 
 PARTNER_FLOW = "partner-job"
+SECAGG_FLOW = "secagg-job"  # flows/secagg_job.py: a partner's light secure-aggregation steps
+_ACTIVE: dict[str, SitePartners] = {}
 
 
-def partner_deployment(name: str) -> str:
-    return f"{PARTNER_FLOW}/partner-{name}"
+def partner_deployment(name: str, flow: str = PARTNER_FLOW) -> str:
+    return f"{flow}/partner-{name}"
 
 
-def reply_path(action: str, server_round: int = 0) -> str:
-    return f"replies/{action}-{server_round:04d}.json"
+def active(run_id: str) -> SitePartners:
+    """The partner pool of federation run ``run_id`` in this process (for the secure-aggregation transport)."""
+    try:
+        return _ACTIVE[run_id]
+    except KeyError:
+        raise RuntimeError(f"no sites partner pool is open for run {run_id!r}") from None
 
 
 def update_path(server_round: int) -> str:
@@ -64,13 +72,23 @@ class SitePartners:
         self.timeout = config.federation.round_timeout_s
         self.offline_after = min(config.federation.offline_after_s, self.timeout)
         self._local_only: dict[str, Any] = {}
+        self.adverts: dict[int, dict[str, dict[str, Any]]] = {}
+        """Per round, each partner's round keys (JSON) from its round job under secure aggregation."""
+        _ACTIVE[run_id] = self
         tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
 
     def _dispatch(
-        self, action: str, server_round: int = 0, partners: Sequence[str] | None = None, **params: Any
+        self,
+        action: str,
+        server_round: int = 0,
+        partners: Sequence[str] | None = None,
+        *,
+        flow: str = PARTNER_FLOW,
+        each: Mapping[str, Mapping[str, Any]] | None = None,
+        **params: Any,
     ) -> tuple[dict[str, Any], list[Failure]]:
-        """Start ``action`` at ``partners`` (default: every partner), wait until each finishes or the timeout
-        passes, read the replies."""
+        """Start ``action`` of ``flow`` at ``partners`` (default: every partner) with ``params`` and the partner's
+        ``each`` entry, wait until each finishes or the timeout passes, read the replies."""
         names = self.names if partners is None else list(partners)
         runs = {}
         for n in names:
@@ -81,9 +99,13 @@ class SitePartners:
                 "site_run_id": self.site_runs[n],
                 "server_round": server_round,
                 **params,
+                **(each or {}).get(n, {}),
             }
             runs[n] = run_deployment(
-                partner_deployment(n), parameters={"job": job}, timeout=0, flow_run_name=f"{action}-{server_round}-{n}"
+                partner_deployment(n, flow),
+                parameters={"job": job},
+                timeout=0,
+                flow_run_name=f"{action}-{server_round}-{n}",
             )
         started = time.monotonic()
         deadline, offline_check = started + self.timeout, started + self.offline_after
@@ -149,6 +171,11 @@ class SitePartners:
             raise ValueError(f"strategy tensors {sorted(tensors)} cannot travel to sites yet")
         replies, failures = self._dispatch("round", server_round, partners, options=dict(options), state_key=state_key)
         out = {}
+        if self.config.secure_aggregation.enabled:  # the update stays at the site; its round keys came instead
+            self.adverts = {server_round: {n: r["advert"] for n, r in replies.items()}}
+            for n, r in replies.items():
+                out[n] = jobs.RoundReply(Update(n, {}, int(r["n_samples"]), r["metrics"]), r["incoming_val"])
+            return out, failures
         for n, r in replies.items():
             update = SignedUpdate(
                 n,
@@ -192,5 +219,6 @@ class SitePartners:
         return self._local_only
 
     def close(self) -> None:
+        _ACTIVE.pop(self.run_id, None)
         for run_id in self.site_runs.values():
             self.tracker.end_run(run_id)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from molfed.cli import main
-from molfed.config import load_config
+from molfed.config import SiteConfig, load_config, site_run_config
 from molfed.errors import ConfigError
 from molfed.federated.keys import PRIVATE_FILE
 from molfed.federated.signing import generate_keypair
@@ -67,14 +67,17 @@ def test_impossible_or_out_of_bounds_settings_are_refused_naming_the_key(tmp_pat
     assert message in str(err.value)
 
 
-def test_sites_mode_needs_every_public_key_and_refuses_secure_aggregation(tmp_path):
+def test_sites_mode_needs_every_public_key_and_carries_secure_aggregation(tmp_path):
     with pytest.raises(ConfigError, match=r"sites mode needs every partner's key .* missing \['a', 'b'\]"):
         _load(tmp_path, "integrity: {signing: true}", SITES)
-    with pytest.raises(ConfigError, match="secure_aggregation.enabled: sites mode does not carry"):
-        _load(tmp_path, "secure_aggregation: {enabled: true}", SITES)
     keys = {n: generate_keypair()[1] for n in "ab"}
-    config = _load(tmp_path, f"integrity: {{signing: true, public_keys: {keys}}}", SITES)
-    assert config.integrity.public_keys == keys
+    extra = f"integrity: {{signing: true, public_keys: {keys}}}\nsecure_aggregation: {{enabled: true}}"
+    config = _load(tmp_path, extra, SITES)
+    assert config.integrity.public_keys == keys and config.secure_aggregation.enabled
+    # the site's own view of it (one partner, local mode) keeps its key only and leaves the protocol to the job
+    site = SiteConfig(name="b", path=tmp_path / "b.csv", workspace=tmp_path / "ws")
+    view = site_run_config(config, site)
+    assert view.integrity.public_keys == {"b": keys["b"]} and not view.secure_aggregation.enabled
 
 
 def test_keygen_prints_the_public_key_for_the_config_and_keeps_the_private_key(tmp_path, capsys):

@@ -59,9 +59,12 @@ class RoundCheck:
     plaintext: int
     """Updates that carried weights (0 under secure aggregation: only masked vectors were aggregated)."""
     delta_norms: Mapping[str, float] = field(default_factory=dict)
+    verified: int = 0
+    """Signatures checked and found valid (over the weights, or under secure aggregation the masked vectors)."""
 
     def metrics(self) -> dict[str, float]:
         out = {"updates_received": float(self.received), "updates_rejected": float(len(self.rejected))}
+        out["signatures_verified"] = float(self.verified)
         out.update({f"delta_norm.{p}": n for p, n in self.delta_norms.items()})
         return out
 
@@ -135,12 +138,13 @@ class GuardedStrategy(Strategy):
             return self._secure_round(server_round, current, updates, failures, min_partners)
         received, plaintext = len(updates), sum(1 for u in updates if u.weights)
         rejected: list[Failure] = []
+        n_verified = 0
         if self.public_keys is not None:
             signatures = {u.partner: u.signature for u in updates if isinstance(u, SignedUpdate) and u.signature}
             verified, bad = verify_updates(
                 updates, signatures, self.public_keys, run_id=self.run_id, server_round=server_round
             )
-            updates, rejected = verified, rejected + bad
+            updates, rejected, n_verified = verified, rejected + bad, len(verified)
         norms: Mapping[str, float] = {}
         if self.screens is not None:
             s = self.screens
@@ -158,10 +162,10 @@ class GuardedStrategy(Strategy):
                 server_round, current, updates, [*failures, *rejected], min_partners=min_partners
             )
         except QuorumError:
-            self._report(RoundCheck(server_round, received, tuple(rejected), plaintext, norms))
+            self._report(RoundCheck(server_round, received, tuple(rejected), plaintext, norms, n_verified))
             raise
         rejected_all = tuple(f for f in outcome.failures if f not in failures)
-        self._report(RoundCheck(server_round, received, rejected_all, plaintext, norms))
+        self._report(RoundCheck(server_round, received, rejected_all, plaintext, norms, n_verified))
         return outcome
 
     def _secure_round(
@@ -196,7 +200,8 @@ class GuardedStrategy(Strategy):
         finally:
             self.secure.transport.end_round(self.run_id, server_round)
         rejected += result.failures
-        self._report(RoundCheck(server_round, len(updates), tuple(rejected), len(plain)))
+        verified = len(result.survivors) if self.public_keys is not None else 0
+        self._report(RoundCheck(server_round, len(updates), tuple(rejected), len(plain), verified=verified))
         if len(result.survivors) < min_partners:
             reasons = "; ".join(f"{f.partner}: {f.reason}" for f in [*failures, *rejected]) or "none"
             raise QuorumError(f"{len(result.survivors)} usable update(s), quorum is {min_partners} ({reasons})")

@@ -19,8 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from molfed.federated.types import Failure, Update
-from molfed.federated.weights import weights_digest
+from molfed.federated.types import Failure, Update, Weights
 
 UPDATE_CONTEXT = "molfed/update/v1"
 MASKED_CONTEXT = "molfed/masked-update/v1"
@@ -173,7 +172,7 @@ def sign_update(
     ``digest`` defaults to :func:`~molfed.federated.weights.weights_digest` of the update's weights; under secure
     aggregation it is the masked vector's digest, signed with ``context=MASKED_CONTEXT``.
     """
-    digest = weights_digest(update.weights) if digest is None else digest
+    digest = _weights_digest(update.weights) if digest is None else digest
     payload = update_payload(
         run_id=run_id,
         server_round=server_round,
@@ -217,7 +216,7 @@ def verify_update(
         return f"replayed: signed for run {signature.run_id!r}, this is run {run_id!r}"
     if signature.server_round != server_round:
         return f"replayed: signed for round {signature.server_round}, this is round {server_round}"
-    digest = weights_digest(update.weights) if digest is None else digest
+    digest = _weights_digest(update.weights) if digest is None else digest
     if signature.digest != digest:
         return "tampered weights: their digest differs from the signed digest"
     if signature.n_samples != update.n_samples:
@@ -262,3 +261,10 @@ def verify_updates(
         else:
             rejected.append(Failure(update.partner, f"signature rejected: {reason}"))
     return accepted, rejected
+
+
+def _weights_digest(weights: Weights) -> str:
+    # imported here: molfed.federated.weights pulls in torch, which a site's secure-aggregation steps never need
+    from molfed.federated.weights import weights_digest
+
+    return weights_digest(weights)

@@ -107,17 +107,19 @@ class _Dropping(LocalTransport):
         super().__init__(**kwargs)
         self.who, self.step = who, step
 
-    def __getattribute__(self, name):
-        attr = super().__getattribute__(name)
-        if name in ("advertise", "share_keys", "mask", "reveal") and name == self.step:
+    def _gone(self, step, replies):
+        return {**replies, self.who: ConnectionError("gone")} if step == self.step else replies
 
-            def call(partner, *args, **kwargs):
-                if partner == self.who:
-                    raise ConnectionError("gone")
-                return attr(partner, *args, **kwargs)
+    def share_keys(self, roster, **kwargs):
+        return self._gone("share_keys", super().share_keys(roster, **kwargs))
 
-            return call
-        return attr
+    def mask(self, inboxes, **kwargs):
+        if self.step == "mask":
+            inboxes = {n: v for n, v in inboxes.items() if n != self.who}
+        return self._gone("mask", super().mask(inboxes, **kwargs))
+
+    def reveal(self, survivors, **kwargs):
+        return self._gone("reveal", super().reveal(survivors, **kwargs))
 
 
 @pytest.mark.parametrize(

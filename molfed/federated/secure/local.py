@@ -4,23 +4,26 @@ After its local training a partner keeps its plain update here (:func:`hold_upda
 its sample count and metrics. :class:`LocalTransport` then plays each partner's protocol steps when the coordinator
 asks: a :class:`~molfed.federated.secure.partner.SecAggPartner` per partner and round holds the round's secrets, and
 each plain update is dropped as soon as it is masked. The coordinator's code only ever receives the messages
-(:mod:`molfed.federated.secure.messages`). Sites mode would carry the same calls over partner jobs; it is not built.
+(:mod:`molfed.federated.secure.messages`). Sites mode carries the same steps over partner jobs
+(:mod:`molfed.federated.secure.site`, ``tasks/secagg_sites.py``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from molfed.federated.secure.fixedpoint import DEFAULT_SCALE
 from molfed.federated.secure.messages import AdvertisedKeys, EncryptedShare, MaskedUpdate, SecAggError, ShareReveal
 from molfed.federated.secure.partner import SecAggPartner
-from molfed.federated.secure.rounds import masked_digest
+from molfed.federated.secure.rounds import Reply, masked_digest
 from molfed.federated.signing import MASKED_CONTEXT, UpdateSignature, sign_update
 from molfed.federated.types import Update, Weights
 
+T = TypeVar("T")
 _Key = tuple[str, int, str]  # (run id, round, partner)
 _LOCK = threading.Lock()
 _HELD: dict[_Key, tuple[Weights, int]] = {}
@@ -75,7 +78,27 @@ class LocalTransport:
         except KeyError:
             raise SecAggError(f"partner {partner!r}: no secure-aggregation session for this round") from None
 
-    def advertise(self, partner: str, *, run_id: str, server_round: int, threshold: int) -> AdvertisedKeys:
+    def advertise(
+        self, partners: Sequence[str], *, run_id: str, server_round: int, threshold: int
+    ) -> dict[str, Reply[AdvertisedKeys]]:
+        return _each(
+            partners, lambda n: self._advertise(n, run_id=run_id, server_round=server_round, threshold=threshold)
+        )
+
+    def share_keys(
+        self, roster: Mapping[str, AdvertisedKeys], *, run_id: str, server_round: int
+    ) -> dict[str, Reply[list[EncryptedShare]]]:
+        return _each(list(roster), lambda n: self._session(n, run_id, server_round).share_keys(roster))
+
+    def mask(
+        self, inboxes: Mapping[str, Sequence[EncryptedShare]], *, run_id: str, server_round: int
+    ) -> dict[str, Reply[tuple[MaskedUpdate, UpdateSignature | None]]]:
+        return _each(list(inboxes), lambda n: self._mask(n, inboxes[n], run_id=run_id, server_round=server_round))
+
+    def reveal(self, survivors: Sequence[str], *, run_id: str, server_round: int) -> dict[str, Reply[ShareReveal]]:
+        return _each(survivors, lambda n: self._reveal(n, survivors, run_id=run_id, server_round=server_round))
+
+    def _advertise(self, partner: str, *, run_id: str, server_round: int, threshold: int) -> AdvertisedKeys:
         key = self._signing_key(partner) if self._signing_key else None
         session = SecAggPartner(
             partner,
@@ -89,12 +112,7 @@ class LocalTransport:
         self._sessions[(run_id, server_round, partner)] = session
         return session.advertise()
 
-    def share_keys(
-        self, partner: str, roster: Mapping[str, AdvertisedKeys], *, run_id: str, server_round: int
-    ) -> list[EncryptedShare]:
-        return self._session(partner, run_id, server_round).share_keys(roster)
-
-    def mask(
+    def _mask(
         self, partner: str, inbox: Sequence[EncryptedShare], *, run_id: str, server_round: int
     ) -> tuple[MaskedUpdate, UpdateSignature | None]:
         with _LOCK:
@@ -114,7 +132,7 @@ class LocalTransport:
             )
         return masked, signature
 
-    def reveal(self, partner: str, survivors: Sequence[str], *, run_id: str, server_round: int) -> ShareReveal:
+    def _reveal(self, partner: str, survivors: Sequence[str], *, run_id: str, server_round: int) -> ShareReveal:
         session = self._session(partner, run_id, server_round)
         try:
             return session.reveal(survivors)
@@ -128,3 +146,14 @@ class LocalTransport:
         with _LOCK:
             for key in [k for k in _HELD if k[:2] == (run_id, server_round)]:
                 del _HELD[key]
+
+
+def _each(partners: Sequence[str], step: Callable[[str], T]) -> dict[str, Reply[T]]:
+    """``step`` for every partner; a partner's exception is its reply (it dropped out)."""
+    out: dict[str, Reply[T]] = {}
+    for n in partners:
+        try:
+            out[n] = step(n)
+        except Exception as exc:
+            out[n] = exc
+    return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,6 +16,7 @@ from molfed.federated.secure.fixedpoint import DEFAULT_SCALE, encode, layout_of
 from molfed.federated.secure.masks import advert_payload, channel_context, pairwise_mask, self_mask, share_points
 from molfed.federated.secure.messages import AdvertisedKeys, EncryptedShare, MaskedUpdate, SecAggError, ShareReveal
 from molfed.federated.secure.primitives import agree, open_sealed, public_bytes, seal
+from molfed.federated.secure.wire import advert_from_json, advert_to_json
 from molfed.federated.signing import load_public_key, sign_message, verify_message
 from molfed.federated.types import Weights
 
@@ -179,6 +182,49 @@ class SecAggPartner:
         key_shares = {p: self._shares[p][0] for p in self._peers if p not in alive}
         return ShareReveal(self.name, self.run_id, self.server_round, seed_shares, key_shares)
 
+    def state(self) -> dict[str, Any]:
+        """Everything this session holds, as JSON-able values, for a partner whose protocol steps run in separate
+        processes (sites mode). Holds the round's private keys and the shares received: it must stay with the
+        partner (see :mod:`molfed.federated.secure.site`)."""
+        roster = None if self._roster is None else {n: advert_to_json(a) for n, a in self._roster.items()}
+        return {
+            "name": self.name,
+            "run_id": self.run_id,
+            "server_round": self.server_round,
+            "threshold": self.threshold,
+            "scale": self.scale,
+            "peer_keys": None if self._peer_keys is None else dict(self._peer_keys),
+            "channel": _b64(self._channel.private_bytes_raw()),
+            "mask_key": _b64(self._mask_key.private_bytes_raw()),
+            "seed": _b64(self._seed),
+            "roster": roster,
+            "shares": {n: list(pair) for n, pair in self._shares.items()},
+            "peers": None if self._peers is None else list(self._peers),
+            "revealed": self._revealed,
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any], *, signing_key: Ed25519PrivateKey | None = None) -> SecAggPartner:
+        """The session :meth:`state` saved (``signing_key`` is never saved with it)."""
+        session = cls(
+            state["name"],
+            run_id=state["run_id"],
+            server_round=int(state["server_round"]),
+            threshold=int(state["threshold"]),
+            scale=int(state["scale"]),
+            signing_key=signing_key,
+            peer_keys=state["peer_keys"],
+        )
+        session._channel = X25519PrivateKey.from_private_bytes(base64.b64decode(state["channel"]))
+        session._mask_key = X25519PrivateKey.from_private_bytes(base64.b64decode(state["mask_key"]))
+        session._seed = base64.b64decode(state["seed"])
+        roster = state["roster"]
+        session._roster = None if roster is None else {n: advert_from_json(a) for n, a in roster.items()}
+        session._shares = {n: (int(k), int(v)) for n, (k, v) in state["shares"].items()}
+        session._peers = None if state["peers"] is None else tuple(state["peers"])
+        session._revealed = bool(state["revealed"])
+        return session
+
     def _check_roster(self, roster: Mapping[str, AdvertisedKeys]) -> None:
         if self._roster is not None:
             raise SecAggError(f"partner {self.name!r}: share_keys() runs once per round")
@@ -215,3 +261,7 @@ class SecAggPartner:
 def default_threshold(n_partners: int) -> int:
     """A strict majority, at least 2: tolerates ``n - t`` dropouts; a minority of colluders cannot unmask."""
     return max(2, n_partners // 2 + 1)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -10,12 +10,11 @@ like a dropout too.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -30,20 +29,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Transport(Protocol):
-    """How the coordinator reaches each partner's side of the protocol (one call per partner and step)."""
+Reply: TypeAlias = T | Exception  # noqa: UP040 - generic alias, Python 3.11
+"""A partner's answer to one step, or the error that made it a dropout (a partner missing from a step's reply
+mapping dropped out too)."""
 
-    def advertise(self, partner: str, *, run_id: str, server_round: int, threshold: int) -> AdvertisedKeys: ...
+
+class Transport(Protocol):
+    """How the coordinator reaches the partners' side of the protocol: one call per step for all partners at once
+    (in sites mode each step is one job per partner, run concurrently)."""
+
+    def advertise(
+        self, partners: Sequence[str], *, run_id: str, server_round: int, threshold: int
+    ) -> Mapping[str, Reply[AdvertisedKeys]]: ...
 
     def share_keys(
-        self, partner: str, roster: Mapping[str, AdvertisedKeys], *, run_id: str, server_round: int
-    ) -> list[EncryptedShare]: ...
+        self, roster: Mapping[str, AdvertisedKeys], *, run_id: str, server_round: int
+    ) -> Mapping[str, Reply[list[EncryptedShare]]]:
+        """Every partner in ``roster`` gets the whole roster and returns one encrypted share per peer."""
 
     def mask(
-        self, partner: str, inbox: Sequence[EncryptedShare], *, run_id: str, server_round: int
-    ) -> tuple[MaskedUpdate, UpdateSignature | None]: ...
+        self, inboxes: Mapping[str, Sequence[EncryptedShare]], *, run_id: str, server_round: int
+    ) -> Mapping[str, Reply[tuple[MaskedUpdate, UpdateSignature | None]]]:
+        """Each partner in ``inboxes`` gets the shares addressed to it and returns its masked vector."""
 
-    def reveal(self, partner: str, survivors: Sequence[str], *, run_id: str, server_round: int) -> ShareReveal: ...
+    def reveal(
+        self, survivors: Sequence[str], *, run_id: str, server_round: int
+    ) -> Mapping[str, Reply[ShareReveal]]: ...
 
     def end_round(self, run_id: str, server_round: int) -> None:
         """Tell every partner the round is over (a dropped or rejected one forgets its held update and secrets)."""
@@ -88,48 +99,43 @@ def secure_round(
     """
     failures: list[Failure] = []
 
-    def attempt(name: str, step: str, call: Callable[[], T]) -> T | None:
-        try:
-            return call()
-        except Exception as exc:  # a partner's failure is a dropout (failures are data); no message: it may leak
-            log.warning("secure aggregation: partner %s dropped out at %s (%s)", name, step, type(exc).__name__)
-            failures.append(Failure(name, f"secure aggregation: dropped out at {step} ({type(exc).__name__})"))
-            return None
+    def answered(step: str, asked: Sequence[str], replies: Mapping[str, Reply[T]]) -> dict[str, T]:
+        """The partners that answered ``step``; the others are dropouts (failures are data)."""
+        out: dict[str, T] = {}
+        for n in asked:
+            reply = replies.get(n, SecAggError("no reply"))
+            if isinstance(reply, Exception):  # no message: it may leak
+                kind = type(reply).__name__
+                log.warning("secure aggregation: partner %s dropped out at %s (%s)", n, step, kind)
+                failures.append(Failure(n, f"secure aggregation: dropped out at {step} ({kind})"))
+            else:
+                out[n] = reply
+        return out
 
-    stamp = partial_stamp(run_id, server_round)
+    at: dict[str, Any] = {"run_id": run_id, "server_round": server_round}
     roster = {}
-    for n in partners:
-        keys = attempt(n, "advertise", stamp(transport.advertise, n, threshold=threshold))
-        problem = None if keys is None else _advert_problem(keys, n, public_keys, run_id, server_round)
+    for n, keys in answered("advertise", partners, transport.advertise(partners, threshold=threshold, **at)).items():
+        problem = _advert_problem(keys, n, public_keys, run_id, server_round)
         if problem:
             failures.append(Failure(n, f"round keys rejected: {problem}"))
-        elif keys is not None:
+        else:
             roster[n] = keys
     _enough(len(roster), threshold, "advertised keys", failures)
-    sent: dict[str, list[EncryptedShare]] = {}
-    for n in roster:
-        shares = attempt(n, "share_keys", stamp(transport.share_keys, n, roster))
-        if shares is not None:
-            sent[n] = shares
+    sent = answered("share_keys", list(roster), transport.share_keys(roster, **at))
     _enough(len(sent), threshold, "shared keys", failures)
+    inboxes = {
+        n: [s for sender, shares in sent.items() if sender != n for s in shares if s.recipient == n] for n in sent
+    }
     masked = []
-    for n in sent:
-        inbox = [s for sender, shares in sent.items() if sender != n for s in shares if s.recipient == n]
-        got = attempt(n, "mask", stamp(transport.mask, n, inbox))
-        if got is None:
-            continue
-        problem = _problem(got[0], got[1], n, template, public_keys, run_id, server_round)
+    for n, (update, signature) in answered("mask", list(sent), transport.mask(inboxes, **at)).items():
+        problem = _problem(update, signature, n, template, public_keys, run_id, server_round)
         if problem:
             failures.append(Failure(n, f"masked update rejected: {problem}"))
         else:
-            masked.append(got[0])
+            masked.append(update)
     survivors = [m.partner for m in masked]
     _enough(len(survivors), threshold, "masked updates", failures)
-    reveals = []
-    for n in survivors:
-        reveal = attempt(n, "reveal", stamp(transport.reveal, n, survivors))
-        if reveal is not None:
-            reveals.append(reveal)
+    reveals = list(answered("reveal", survivors, transport.reveal(survivors, **at)).values())
     try:
         sums, total = unmask_sum(
             masked,
@@ -145,15 +151,6 @@ def secure_round(
         raise QuorumError(f"secure aggregation failed: {exc}") from None
     mean = {name: (value / total).astype(np.float32) for name, value in sums.items()}
     return SecureSum(mean, total, tuple(survivors), tuple(failures))
-
-
-def partial_stamp(run_id: str, server_round: int) -> Callable[..., Callable[[], Any]]:
-    """``stamp(step, *args, **kwargs)``: a call of a transport step bound to this run and round."""
-
-    def stamp(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        return functools.partial(step, *args, run_id=run_id, server_round=server_round, **kwargs)
-
-    return stamp
 
 
 def _advert_problem(

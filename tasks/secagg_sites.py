@@ -1,0 +1,79 @@
+"""Secure aggregation over sites: the :class:`~molfed.federated.secure.rounds.Transport` of sites mode.
+
+Each protocol step is one ``secagg-job`` run per partner on the partner's own worker (``flows/secagg_job.py``),
+dispatched to all partners at once. The round keys need no job of their own: each partner's round job generates
+them next to the update it holds back, and they arrive with its reply (:attr:`SitePartners.adverts`). So a round
+costs three light jobs per partner on top of training: share keys, mask, reveal. Parameters and replies carry
+protocol messages only (public keys, encrypted shares, masked vectors with signatures, share reveals).
+
+A partner that dropped out never gets a job telling it the round is over: its next job (or its finish job) removes
+what is left of the round at its site (:func:`molfed.federated.secure.site.forget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from molfed.federated.secure import wire
+from molfed.federated.secure.messages import AdvertisedKeys, EncryptedShare, MaskedUpdate, SecAggError, ShareReveal
+from molfed.federated.secure.rounds import Reply
+from molfed.federated.signing import UpdateSignature
+from tasks.sites import SECAGG_FLOW, active
+
+T = TypeVar("T")
+
+
+class SiteTransport:
+    """The partners' protocol steps as jobs at their sites, for federation run ``run_id``."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def advertise(
+        self, partners: Sequence[str], *, run_id: str, server_round: int, threshold: int
+    ) -> dict[str, Reply[AdvertisedKeys]]:
+        adverts = active(self.run_id).adverts.get(server_round, {})
+        missing = SecAggError("no round keys came with the round reply")
+        return {n: wire.advert_from_json(adverts[n]) if n in adverts else missing for n in partners}
+
+    def share_keys(
+        self, roster: Mapping[str, AdvertisedKeys], *, run_id: str, server_round: int
+    ) -> dict[str, Reply[list[EncryptedShare]]]:
+        sent = {n: wire.advert_to_json(a) for n, a in roster.items()}
+        return self._step(
+            "share_keys",
+            server_round,
+            {n: {"roster": sent} for n in roster},
+            lambda r: [wire.share_from_json(s) for s in r["shares"]],
+        )
+
+    def mask(
+        self, inboxes: Mapping[str, Sequence[EncryptedShare]], *, run_id: str, server_round: int
+    ) -> dict[str, Reply[tuple[MaskedUpdate, UpdateSignature | None]]]:
+        each = {n: {"inbox": [wire.share_to_json(s) for s in inbox]} for n, inbox in inboxes.items()}
+        return self._step("mask", server_round, each, lambda r: wire.masked_from_json(r["masked"]))
+
+    def reveal(self, survivors: Sequence[str], *, run_id: str, server_round: int) -> dict[str, Reply[ShareReveal]]:
+        each = {n: {"survivors": list(survivors)} for n in survivors}
+        return self._step("reveal", server_round, each, lambda r: wire.reveal_from_json(r["reveal"]))
+
+    def end_round(self, run_id: str, server_round: int) -> None:
+        """Nothing to send: survivors deleted their round state when revealing; dropouts do at their next job."""
+        active(self.run_id).adverts.pop(server_round, None)
+
+    def _step(
+        self,
+        action: str,
+        server_round: int,
+        each: Mapping[str, Mapping[str, Any]],
+        decode: Callable[[Any], T],
+    ) -> dict[str, Reply[T]]:
+        replies, failures = active(self.run_id)._dispatch(action, server_round, list(each), flow=SECAGG_FLOW, each=each)
+        out: dict[str, Reply[T]] = {f.partner: SecAggError(f.reason) for f in failures}
+        for n, reply in replies.items():
+            try:
+                out[n] = decode(reply)
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed reply is that partner's dropout
+                out[n] = exc
+        return out
