@@ -68,13 +68,21 @@ def secagg_job(job: SecAggJob) -> None:
 
 def step(job: SecAggJob, workspace: Path) -> dict[str, Any]:
     """Run ``job``'s protocol step against the state in ``workspace``; return the JSON reply."""
-    at = {"run_id": job.parent_run_id, "server_round": job.server_round}
+    run_id, server_round = job.parent_run_id, job.server_round
     if job.action == "share_keys":
         roster = {n: wire.advert_from_json(a) for n, a in job.roster.items()}
-        shares = secagg.share_keys(workspace, roster, **at)
+        shares = secagg.share_keys(workspace, roster, run_id=run_id, server_round=server_round)
         return {"shares": [wire.share_to_json(s) for s in shares]}
     if job.action == "mask":
         inbox = [wire.share_from_json(s) for s in job.inbox]
-        masked, signature = secagg.mask(workspace, inbox, load_key=lambda: keys.load_signing_key(workspace), **at)
+        masked, signature = secagg.mask(
+            workspace,
+            inbox,
+            load_key=lambda: keys.load_signing_key(workspace),
+            run_id=run_id,
+            server_round=server_round,
+        )
         return {"masked": wire.masked_to_json(masked, signature)}
-    return {"reveal": wire.reveal_to_json(secagg.reveal(workspace, job.survivors, **at))}
+    return {
+        "reveal": wire.reveal_to_json(secagg.reveal(workspace, job.survivors, run_id=run_id, server_round=server_round))
+    }
