@@ -8,8 +8,9 @@ every partner a tiny library of the same size (FreeSolv dealt round-robin into 2
   threads (:func:`tasks.partner.threads_per_partner`);
 - ``torch default``: torch's own default (one thread per core, in every concurrently training partner task).
 
-Printed: the mean round time (rounds 2..R; round 1 includes model warm-up), its CPU time, the time per
-partner-round, and the least-squares slope of round time vs partners (constant time per partner-round = linear).
+Printed: the mean round time (rounds 2..R; round 1 includes model warm-up), its CPU time (this process: partner
+tasks, aggregation, MLflow; not Prefect's server), the time per partner-round, and least-squares slopes of round
+time vs partners (constant time per partner-round = linear). On a shared machine the CPU figures are the steadier.
 
     python bench/scaling.py [--partners 5 10 20] [--rounds 5]
 """
@@ -97,17 +98,19 @@ def main() -> None:
                 flush=True,
             )
     print(f"\npartners scale: {args.rounds} rounds, tiny libraries, {cores} cores, mean of rounds 2..{args.rounds}")
-    print(f"{'partners':>8} {'round (shared)':>15} {'per partner':>12} {'round (default)':>16} {'default/shared':>15}")
+    print("partners | round, shared: wall  CPU  wall/partner | round, torch default: wall  CPU | default/shared wall")
     for n in args.partners:
-        shared, default = results[n, True][0], results[n, False][0]
-        print(f"{n:>8} {shared:>13.2f} s {shared / n:>10.3f} s {default:>14.2f} s {default / shared:>14.2f}x")
+        (sw, sc), (dw, dc) = results[n, True], results[n, False]
+        print(f"{n:>8} | {sw:>17.2f} s {sc:>5.2f} s {sw / n:>9.3f} s | {dw:>25.2f} s {dc:>5.2f} s | {dw / sw:>6.2f}x")
     for share in (True, False):
-        s, c = slope(args.partners, [results[n, share][0] for n in args.partners])
         label = "shared" if share else "torch default"
-        print(f"slope ({label}): {s:.3f} s per partner-round (intercept {c:.2f} s/round)")
+        for i, unit in ((0, "wall"), (1, "CPU")):
+            s, c = slope(args.partners, [results[n, share][i] for n in args.partners])
+            print(f"slope ({label}, {unit}): {s:.3f} s per partner-round (intercept {c:.2f} s/round)")
     first, last = args.partners[0], args.partners[-1]
-    growth = (results[last, True][0] / last) / (results[first, True][0] / first)
-    print(f"time per partner-round, {last} vs {first} partners (shared): {growth:.2f}x (1.0 = linear)")
+    for i, unit in ((0, "wall"), (1, "CPU")):
+        growth = (results[last, True][i] / last) / (results[first, True][i] / first)
+        print(f"{unit} per partner-round, {last} vs {first} partners (shared): {growth:.2f}x (1.0 = linear)")
 
 
 if __name__ == "__main__":
