@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from soak import config, write_libraries  # bench/soak.py: same tiny libraries and config (prefect env set there)
+
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 class RoundClock:
@@ -64,6 +67,8 @@ def run(root: Path, paths: dict[str, Path], rounds: int, share: bool, uri: str) 
     raw["tracking"]["experiment"] = "scaling"
     clock = RoundClock()
     LocalPartners.share_cores = share
+    if not share:  # undo the previous run's setting: torch's default is one thread per core
+        torch.set_num_threads(TORCH_DEFAULT_THREADS)
     with progress.listening(clock):
         federated_training(parse_config(raw))
     return clock.per_round()
