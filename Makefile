@@ -31,12 +31,14 @@ lint: setup
 	$(BIN)/mypy
 
 # Every issue-5 target's figure next to its reference, measured side by side (see bench/*.py docstrings).
-# Takes several minutes (mostly the 4 fresh-process federation runs of bench/overhead.py).
+# Takes several minutes (mostly the 4 fresh-process federation runs of bench/overhead.py and the 6 federations of
+# bench/scaling.py).
 bench: setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/featurize.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/throughput.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/large.py 20000 --chunk 5000
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/overhead.py --rounds 10
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scaling.py --partners 5 10 20 --rounds 5
 
 # Target 3 at full size: a 1,000,000-molecule library (generated, not committed); tens of minutes.
 bench-large: setup

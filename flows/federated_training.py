@@ -7,12 +7,10 @@ The same code runs both modes: partners are reached through a partner pool — i
 
 from __future__ import annotations
 
-import os
 import time
 from functools import partial
 from typing import Any
 
-import torch
 from prefect import flow, get_run_logger
 
 from flows.contributions import leave_one_out
@@ -44,7 +42,6 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
     logger = get_run_logger()
     started = time.perf_counter()
     names = [p.name for p in config.partners]
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(names)))  # partners train concurrently
     try:  # before anything is started: an unknown strategy option is a config mistake
         strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
     except ValueError as exc:

@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("run", "resume", "demo"):
+            _start_prefect_early(args.verbose)
         if args.command == "run":
             return _run(args.config, args.overrides, args.verbose)
         if args.command == "resume":
@@ -135,6 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("molfed: interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def _start_prefect_early(verbose: bool) -> None:
+    """Start Prefect's temporary API server now, so that it starts while the flow's modules import."""
+    prefect_environment(verbose)
+    from molfed.startup import EarlyServer, lazy_optional_imports
+
+    lazy_optional_imports()
+    global _EARLY_SERVER
+    _EARLY_SERVER = _EARLY_SERVER or EarlyServer.start_if_ephemeral()
+
+
+_EARLY_SERVER: Any = None
 
 
 def _write_demo_data(out_dir: Path, *, seed: int, only_if_missing: bool) -> None:
@@ -184,6 +199,8 @@ def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> in
 
     console = Console()
     listener = _RichListener(console)
+    if _EARLY_SERVER is not None:
+        _EARLY_SERVER.wait()
     try:
         with listener, progress.listening(listener):
             result = federated_training(config, resume_run_id)

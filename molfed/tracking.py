@@ -138,17 +138,22 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log ``metrics`` at ``step``; in a resumed run, (key, step) pairs already logged are skipped."""
+        items = self._metric_items(run_id, {step or 0: metrics})
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def _metric_items(self, run_id: str, by_step: Mapping[int, Mapping[str, float]]) -> list[Metric]:
+        """Finite metrics as MLflow entities, without (key, step) pairs this run already holds."""
         import time
 
         ts = int(time.time() * 1000)
         logged = self._logged.get(run_id, set())
-        items = [
-            Metric(k, float(v), ts, step or 0)
+        return [
+            Metric(k, float(v), ts, step)
+            for step, metrics in by_step.items()
             for k, v in metrics.items()
-            if np.isfinite(v) and (k, step or 0) not in logged
+            if np.isfinite(v) and (k, step) not in logged
         ]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(run_id, metrics=items[i : i + 500])
 
     def reopen_run(self, run_id: str) -> str:
         """Mark a stopped run as running again and log only metrics it does not hold yet (see :meth:`log_metrics`).
@@ -188,6 +193,29 @@ class Tracker:
             path.write_bytes(data)
             self.client.log_artifact(run_id, str(path), "checkpoint")
         self.client.set_tag(run_id, CHECKPOINT_TAG, str(server_round))
+
+    def log_round(
+        self,
+        run_id: str,
+        server_round: int,
+        metrics: Mapping[int, Mapping[str, float]],
+        weights: Weights,
+        checkpoint: bytes,
+    ) -> None:
+        """A completed round in two store calls: the global weights (``global_model/round_<r>.pt``) and the
+        checkpoint (``checkpoint/round_<r>.npz``) as artifacts, then the round's metrics (by step) together with
+        the commit tag :data:`CHECKPOINT_TAG` in one batch. Metrics already logged (a resumed run) are skipped."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for folder in ("global_model", "checkpoint"):
+                (Path(tmp) / folder).mkdir()
+            save_weights(weights, str(Path(tmp) / "global_model" / f"round_{server_round:04d}.pt"))
+            (Path(tmp) / "checkpoint" / f"round_{server_round:04d}.npz").write_bytes(checkpoint)
+            self.client.log_artifacts(run_id, tmp)
+        items = self._metric_items(run_id, metrics)
+        chunks = [items[i : i + 500] for i in range(0, len(items), 500)] or [[]]
+        for chunk in chunks[:-1]:
+            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_batch(run_id, metrics=chunks[-1], tags=[RunTag(CHECKPOINT_TAG, str(server_round))])
 
     def load_checkpoint(self, run_id: str) -> bytes | None:
         """The last committed checkpoint of ``run_id``, or None if it has none."""

@@ -53,12 +53,6 @@ def pooled(
     )
 
 
-@task(name="log-round", task_run_name="log-round-{server_round}", persist_result=False)
-def log_round(tracker: Tracker, run_id: str, server_round: int, metrics: Mapping[str, float], weights: Weights) -> None:
-    tracker.log_metrics(run_id, metrics, step=server_round)
-    tracker.log_weights(run_id, weights, f"global_model/round_{server_round:04d}.pt")
-
-
 @task(name="log-partners", persist_result=False)
 def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
     """The config as params; per partner: digest, counts and reject counts as tags, metrics and datasets."""

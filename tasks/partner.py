@@ -5,9 +5,11 @@ Tasks receive the run config and a partner *name*; data stays in the partner's p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from prefect import task
 from prefect.futures import PrefectFuture
 
@@ -183,6 +185,15 @@ def local_only(
     return local_only_from_config(config, partner_data(config, name), spec, init_weights, scaling)
 
 
+def threads_per_partner(concurrent: int) -> int:
+    """torch threads for each of ``concurrent`` partner tasks training at once on this process's cores (>= 1).
+
+    torch's default (one thread per core in every task) oversubscribes the cores as soon as two partners train
+    together; ``bench/scaling.py`` shows the difference.
+    """
+    return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
+
+
 def gather(futures: Mapping[str, PrefectFuture]) -> tuple[dict[str, Any], list[Failure]]:
     """Results by partner; a failed partner becomes a :class:`Failure` (failures are data, not crashes)."""
     results, failures = {}, []
@@ -198,6 +209,9 @@ def gather(futures: Mapping[str, PrefectFuture]) -> tuple[dict[str, Any], list[F
 class LocalPartners:
     """Every partner in this process, each job a Prefect task (concurrent, retried)."""
 
+    share_cores = True
+    """Before each fan-out, give torch :func:`threads_per_partner` threads (False: torch's own default)."""
+
     def __init__(self, config: RunConfig):
         self.config = config
         self.names = [x.name for x in config.partners]
@@ -211,7 +225,12 @@ class LocalPartners:
     def close(self) -> None:
         """Nothing to close."""
 
+    def _share(self, concurrent: int) -> None:
+        if self.share_cores:
+            torch.set_num_threads(threads_per_partner(concurrent))  # process-wide, as concurrent tasks share it
+
     def _each(self, fn: Any, *args: Any) -> dict[str, Any]:
+        self._share(len(self.names))
         futures = {n: fn.submit(self.config, n, *args) for n in self.names}
         return {n: f.result() for n, f in futures.items()}
 
@@ -231,12 +250,10 @@ class LocalPartners:
         partners: Sequence[str] | None = None,
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
         """Train the round at ``partners`` (the round's sample; default: every partner)."""
-        return gather(
-            {
-                n: self._round.submit(self.config, n, spec, weights, scaling, server_round, options, tensors, state_key)
-                for n in (self.names if partners is None else partners)
-            }
-        )
+        asked = self.names if partners is None else partners
+        self._share(len(asked))
+        args = (spec, weights, scaling, server_round, options, tensors, state_key)
+        return gather({n: self._round.submit(self.config, n, *args) for n in asked})
 
     def finish(
         self,
@@ -251,6 +268,7 @@ class LocalPartners:
         """Final reports; ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads."""
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
         args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
+        self._share(len(self.names))
         return gather({n: self._finish.submit(self.config, n, *args) for n in self.names})
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:

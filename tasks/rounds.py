@@ -1,9 +1,10 @@
 """The federated round loop with a checkpoint after every round, and the reopening of a stopped run.
 
 Per round: every partner trains (retried, timed out, failures kept as data), the strategy aggregates under the
-quorum, the round's metrics and global weights are logged, then the checkpoint is stored and committed (the run tag
-``molfed.checkpoint.round``). A resumed run restarts after the last committed round; its metric logging skips
-(key, step) pairs already present, so a round re-run after a kill logs nothing twice and nothing goes missing.
+quorum, then the round's global weights and checkpoint are stored and committed together with the round's metrics
+(one artifact upload, then one metric batch that also sets the run tag ``molfed.checkpoint.round``). A resumed run
+restarts after the last committed round; its metric logging skips (key, step) pairs already present, so a round
+re-run after a kill logs nothing twice and nothing goes missing.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ class RoundLoop:
         self.weights, self.history, self.done = state.weights, state.history, state.server_round
         get_run_logger().info("resuming run %s after round %d", self.run_id, self.done)
 
-    def commit(self, server_round: int) -> None:
+    def commit(self, server_round: int, metrics: Mapping[int, Mapping[str, float]] | None = None) -> None:
+        """Store the checkpoint after ``server_round`` and commit it; with ``metrics`` (by step), also log the
+        round's global weights and metrics, in the same commit (:meth:`Tracker.log_round`)."""
         state = ck.Checkpoint(
             server_round=server_round,
             weights=dict(self.weights),
@@ -129,15 +132,23 @@ class RoundLoop:
             fingerprint=self.fingerprint,
             sections=self.sections.save(),
         )
-        self.tracker.log_checkpoint(self.run_id, ck.to_bytes(state), server_round)
+        data = ck.to_bytes(state)
+        if metrics is None:
+            self.tracker.log_checkpoint(self.run_id, data, server_round)
+        else:
+            self.tracker.log_round(self.run_id, server_round, metrics, self.weights, data)
         self.done = server_round
 
     def record_val(self, step: int, per_partner: dict[str, dict[str, float]]) -> None:
         """Validation metrics of the global model after round ``step``, as partners measured them."""
+        self.tracker.log_metrics(self.run_id, self._val(step, per_partner), step=step)
+
+    def _val(self, step: int, per_partner: dict[str, dict[str, float]]) -> dict[str, float]:
+        """Add ``step``'s validation metrics to the history; return them as metrics to log."""
         self.history.val.append({n: per_partner.get(n, {}) for n in self.names})  # {}: no report
         values = coord.split_metrics("val", per_partner, self.sizes["val"])
-        self.tracker.log_metrics(self.run_id, values, step=step)
         self.history.rows[step - 1][f"val_{self.metric}"] = values.get(f"val_{self.metric}")
+        return values
 
     def check_quorum(
         self, stage: str, ok: Sequence[str], failures: Sequence[Failure], quorum: int | None = None
@@ -172,9 +183,9 @@ class RoundLoop:
             for hook in self.hooks:
                 train.update(hook.after_round(r, list(replies)))
             self.history.rows.append({"round": r, "sampled": ", ".join(asked), **train})
+            metrics: dict[int, Mapping[str, float]] = {r: train}
             if r > 1:  # partners evaluated the previous round's global model before training on it
-                self.record_val(r - 1, {n: x.incoming_val for n, x in replies.items()})
+                metrics[r - 1] = self._val(r - 1, {n: x.incoming_val for n, x in replies.items()})
             self.weights = outcome.weights
-            ct.log_round(self.tracker, self.run_id, r, train, self.weights)
-            self.commit(r)
+            self.commit(r, metrics)
             progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")

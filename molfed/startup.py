@@ -1,0 +1,181 @@
+"""A faster start for ``molfed run``: Prefect's API server starts in the background while molfed imports.
+
+Without a configured Prefect API, Prefect starts a temporary ("ephemeral") API server the first time a flow needs
+it: a ``uvicorn`` subprocess that imports Prefect's server and migrates its SQLite database, 20–90 s on a loaded
+2-core machine, during which the flow waits. :class:`EarlyServer` starts the very same subprocess (same command,
+same ``PREFECT__SERVER_EPHEMERAL`` environment, same ``PREFECT_HOME`` database) at CLI entry, *before* torch, PyG,
+MLflow and Prefect are imported, and points ``PREFECT_API_URL`` at it, so the server's start and our imports run
+side by side; :meth:`EarlyServer.wait` blocks until it answers. It stops when the process exits, as Prefect's does.
+
+Whenever Prefect could be configured elsewhere (``PREFECT_API_URL`` set, a Prefect profile or settings file that
+names an API or switches the ephemeral mode, or Prefect already imported), nothing is started and Prefect behaves
+as it always does.
+
+This module imports neither Prefect nor anything heavy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import types
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from molfed.errors import MolfedError
+
+_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+"""What Prefect's ``SubprocessASGIServer`` sets for its ephemeral server (prefect/server/api/server.py)."""
+_PORTS = range(8000, 9000)  # Prefect's ephemeral port range
+_PORT_IN_USE = 3  # uvicorn's exit status when the port is taken
+_SETTINGS = ("PREFECT_API_URL", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "PREFECT_SERVER_EPHEMERAL_ENABLED")
+
+
+def lazy_optional_imports() -> None:
+    """Defer ``rfc3987_syntax``'s import to its first use.
+
+    jsonschema (imported by Prefect) imports this optional package for its ``iri`` format checker only, and its
+    import builds an Earley parser from a grammar: ~3 s of CPU in every process that imports Prefect. The stand-in
+    imports the real module on the first ``is_valid_syntax`` call, so validation is unchanged.
+    """
+    name = "rfc3987_syntax"
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    stub = types.ModuleType(name)
+
+    def is_valid_syntax(*args: Any, **kwargs: Any) -> Any:
+        del sys.modules[name]
+        real = importlib.import_module(name)
+        return real.is_valid_syntax(*args, **kwargs)
+
+    stub.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
+    sys.modules[name] = stub
+
+
+def _configured_elsewhere() -> bool:
+    """True when Prefect's API or ephemeral mode may be set by anything but molfed's defaults (be conservative)."""
+    if "prefect" in sys.modules or any(k in os.environ for k in _SETTINGS) or os.environ.get("PREFECT_PROFILE"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    if profiles.exists():
+        try:
+            doc = tomllib.loads(profiles.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return True
+        active = doc.get("profiles", {}).get(doc.get("active", "ephemeral"), {})
+        if any(k in active for k in _SETTINGS):
+            return True
+    cwd = Path.cwd()
+    if (cwd / "prefect.toml").exists():
+        return True
+    for name, marker in ((".env", "PREFECT_"), ("pyproject.toml", "tool.prefect")):
+        try:
+            if marker in (cwd / name).read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _free_port() -> int:
+    for _ in range(20):
+        port = random.choice(_PORTS)
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise MolfedError("no free port in 8000-8999 for Prefect's temporary API server")
+
+
+class EarlyServer:
+    """Prefect's ephemeral API server, started before Prefect is imported (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @classmethod
+    def start_if_ephemeral(cls) -> EarlyServer | None:
+        """Start the server and set ``PREFECT_API_URL`` when Prefect would start an ephemeral one; else None."""
+        if _configured_elsewhere():
+            return None
+        server = cls()
+        server._launch()
+        os.environ["PREFECT_API_URL"] = server.api_url
+        atexit.register(server.stop)
+        return server
+
+    def _launch(self) -> None:
+        self.port = _free_port()
+        spec = importlib.util.find_spec("prefect")
+        assert spec is not None and spec.origin is not None, "Prefect is a molfed dependency"
+        app_dir = str(Path(spec.origin).parent.parent)
+        args = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
+        args += ["--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        code = "from molfed.startup import serve; serve()"
+        env = {**os.environ, **_SERVER_ENV}
+        self.process = subprocess.Popen([sys.executable, "-c", code, *args], env=env)
+
+    def wait(self) -> None:
+        """Block until the server answers ``/health`` (timeout: ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``).
+
+        Raises
+        ------
+        MolfedError
+            If it exits or does not answer in time.
+        """
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+        deadline = time.monotonic() + timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                why = "its port was taken" if code == _PORT_IN_USE else f"status {code}"
+                raise MolfedError(f"Prefect's temporary API server exited while starting ({why}); run again")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise MolfedError(
+            f"Prefect's temporary API server did not answer within {timeout:.0f} s "
+            "(raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+        )
+
+    def stop(self) -> None:
+        """Terminate the server (at exit)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def serve() -> None:
+    """The server subprocess's entry: ``python -m uvicorn`` with :func:`lazy_optional_imports` first."""
+    lazy_optional_imports()
+    from uvicorn.main import main
+
+    main()

@@ -1,0 +1,74 @@
+"""molfed.startup: when the early Prefect server may start, and the deferred optional import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from molfed import startup
+from tasks.partner import threads_per_partner
+
+
+@pytest.fixture
+def clean(monkeypatch, tmp_path):
+    """No Prefect imported, no Prefect variables, an empty PREFECT_HOME and working directory."""
+    monkeypatch.delitem(sys.modules, "prefect", raising=False)
+    for key in (*startup._SETTINGS, "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_starts_early_only_when_prefect_would_start_an_ephemeral_server(clean, monkeypatch):
+    assert not startup._configured_elsewhere()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert startup._configured_elsewhere()
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("home/profiles.toml", 'active = "local"\n[profiles.local]\nPREFECT_API_URL = "http://x:4200/api"\n'),
+        ("home/profiles.toml", '[profiles.ephemeral]\nPREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "false"\n'),
+        ("home/profiles.toml", "not toml ["),
+        ("prefect.toml", "[api]\n"),
+        (".env", "PREFECT_API_URL=http://x:4200/api\n"),
+        ("pyproject.toml", "[tool.prefect.api]\nurl = 'http://x'\n"),
+    ],
+)
+def test_any_other_prefect_configuration_wins(clean, where, text):
+    path = clean / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    assert startup._configured_elsewhere()
+
+
+def test_a_profile_without_api_settings_does_not_block(clean):
+    (clean / "home").mkdir()
+    (clean / "home" / "profiles.toml").write_text(
+        'active = "ephemeral"\n[profiles.ephemeral]\nPREFECT_LOGGING_LEVEL = "INFO"\n'
+        '[profiles.local]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n'
+    )
+    assert not startup._configured_elsewhere()
+
+
+def test_deferred_rfc3987_import_keeps_iri_validation():
+    code = (
+        "import sys; from molfed.startup import lazy_optional_imports; lazy_optional_imports()\n"
+        "import jsonschema\n"
+        "assert 'lark' not in sys.modules  # the grammar is not built at import\n"
+        "check = jsonschema.FormatChecker()\n"
+        "print(check.conforms('http://example.org/\\u00e9', 'iri'), check.conforms('not an iri', 'iri'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize(("concurrent", "cores", "expected"), [(1, 8, 8), (3, 8, 2), (20, 8, 1), (0, 2, 2)])
+def test_partner_tasks_share_the_cores(monkeypatch, concurrent, cores, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    assert threads_per_partner(concurrent) == expected
