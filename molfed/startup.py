@@ -79,13 +79,25 @@ def _configured_elsewhere() -> bool:
     cwd = Path.cwd()
     if (cwd / "prefect.toml").exists():
         return True
-    for name, marker in ((".env", "PREFECT_"), ("pyproject.toml", "tool.prefect")):
-        try:
-            if marker in (cwd / name).read_text(errors="replace"):
-                return True
-        except OSError:
-            pass
-    return False
+    try:
+        if "PREFECT_" in (cwd / ".env").read_text(errors="replace"):
+            return True
+    except OSError:
+        pass
+    return _pyproject_sets_api(cwd / "pyproject.toml")
+
+
+def _pyproject_sets_api(path: Path) -> bool:
+    """True when ``[tool.prefect]`` in ``path`` names an API URL or the ephemeral mode (other keys are harmless)."""
+    try:
+        prefect = tomllib.loads(path.read_text()).get("tool", {}).get("prefect", {})
+    except OSError:
+        return False
+    except tomllib.TOMLDecodeError:
+        return True
+    server = prefect.get("server", {})
+    ephemeral = server.get("ephemeral", {})
+    return "api" in prefect or "allow_ephemeral_mode" in server or "enabled" in ephemeral
 
 
 def _free_port() -> int:

@@ -37,6 +37,8 @@ def test_starts_early_only_when_prefect_would_start_an_ephemeral_server(clean, m
         ("prefect.toml", "[api]\n"),
         (".env", "PREFECT_API_URL=http://x:4200/api\n"),
         ("pyproject.toml", "[tool.prefect.api]\nurl = 'http://x'\n"),
+        ("pyproject.toml", "[tool.prefect.server.ephemeral]\nenabled = false\n"),
+        ("pyproject.toml", "[tool.prefect.server]\nallow_ephemeral_mode = false\n"),
     ],
 )
 def test_any_other_prefect_configuration_wins(clean, where, text):
@@ -44,6 +46,15 @@ def test_any_other_prefect_configuration_wins(clean, where, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     assert startup._configured_elsewhere()
+
+
+def test_our_own_pyproject_prefect_settings_do_not_block(clean):
+    """molfed's pyproject.toml sets analytics and the start-up timeout only: `molfed run` in the repo starts early."""
+    (clean / "pyproject.toml").write_text(
+        "[tool.prefect.server]\nanalytics_enabled = false\n"
+        "[tool.prefect.server.ephemeral]\nstartup_timeout_seconds = 180\n"
+    )
+    assert not startup._configured_elsewhere()
 
 
 def test_a_profile_without_api_settings_does_not_block(clean):
