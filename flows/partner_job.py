@@ -13,10 +13,11 @@ import torch
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from molfed.config import RunConfig, SiteConfig, load_site_config, site_run_config
+from molfed.config import RunConfig, SiteConfig, site_run_config
 from molfed.errors import ConfigError
 from molfed.federated import jobs
 from molfed.federated.secure import site as secagg
+from molfed.federated.site_jobs import errors_stay_at_site, this_site
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
 from tasks import integrity
@@ -44,26 +45,11 @@ class SiteJob(BaseModel):
 @flow(name="partner-job", persist_result=False, log_prints=False)
 def partner_job(job: SiteJob) -> None:
     logger = get_run_logger()
-    site_path = os.environ.get("MOLFED_SITE_CONFIG")
-    if not site_path:
-        raise ConfigError("MOLFED_SITE_CONFIG is not set: start this partner's worker with its site config")
-    site = load_site_config(site_path)
-    if site.name != job.partner:
-        raise ConfigError(f"this worker serves partner {site.name!r}, but the job is for {job.partner!r}")
+    site = this_site(job.partner)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     logger.info("partner %s: %s (round %d)", job.partner, job.action, job.server_round)
-    try:
+    with errors_stay_at_site(site, f"{job.action} round {job.server_round}"):
         _run(job, site)
-    except Exception as exc:
-        # The full message may name the partner's file: it stays in the partner's workspace. The shared Prefect
-        # server only learns the kind of error.
-        site.workspace.mkdir(parents=True, exist_ok=True)
-        with open(site.workspace / "jobs.log", "a", encoding="utf-8") as log:
-            log.write(f"{job.action} round {job.server_round}: {type(exc).__name__}: {exc}\n")
-        raise RuntimeError(
-            f"partner {job.partner}: {job.action} failed with {type(exc).__name__} (details in the partner's "
-            "workspace, jobs.log)"
-        ) from None
 
 
 def _run(job: SiteJob, site: SiteConfig) -> None:

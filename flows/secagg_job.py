@@ -17,11 +17,11 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
-from molfed.config import load_site_config
 from molfed.errors import ConfigError
 from molfed.federated import keys
 from molfed.federated.secure import site as secagg
 from molfed.federated.secure import wire
+from molfed.federated.site_jobs import errors_stay_at_site, this_site
 from molfed.site_artifacts import reply_path, upload_json
 
 SECAGG_FLOW = "secagg-job"
@@ -43,27 +43,13 @@ class SecAggJob(BaseModel):
 
 @flow(name=SECAGG_FLOW, persist_result=False, log_prints=False)
 def secagg_job(job: SecAggJob) -> None:
-    site_path = os.environ.get("MOLFED_SITE_CONFIG")
-    if not site_path:
-        raise ConfigError("MOLFED_SITE_CONFIG is not set: start this partner's worker with its site config")
-    site = load_site_config(site_path)
-    if site.name != job.partner:
-        raise ConfigError(f"this worker serves partner {site.name!r}, but the job is for {job.partner!r}")
-    try:
+    site = this_site(job.partner)
+    with errors_stay_at_site(site, f"secure aggregation {job.action} round {job.server_round}"):
         reply = step(job, site.workspace)
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise ConfigError("MLFLOW_TRACKING_URI is not set: sites mode needs the federation's tracking server")
         upload_json(uri, job.site_run_id, reply_path(job.action, job.server_round), reply)
-    except Exception as exc:
-        # the shared Prefect server learns only the kind of error (as in the partner's training jobs)
-        site.workspace.mkdir(parents=True, exist_ok=True)
-        with open(site.workspace / "jobs.log", "a", encoding="utf-8") as log:
-            log.write(f"secure aggregation {job.action} round {job.server_round}: {type(exc).__name__}: {exc}\n")
-        raise RuntimeError(
-            f"partner {job.partner}: secure aggregation {job.action} failed with {type(exc).__name__} (details in "
-            "the partner's workspace, jobs.log)"
-        ) from None
 
 
 def step(job: SecAggJob, workspace: Path) -> dict[str, Any]:
