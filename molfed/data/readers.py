@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypedDict
+from typing import Any, Final, TypedDict
 
 from rdkit import Chem, rdBase
 
@@ -243,9 +243,22 @@ def _read_parquet(data: bytes, smiles_column: str, label_columns: Sequence[str],
     names = [str(c) for c in frame.columns]
     i_smiles = _column_index(names, smiles_column, where)
     i_labels = [_column_index(names, column, where) for column in label_columns]
-    smiles = [_text(v) for v in frame.iloc[:, i_smiles].tolist()]
-    labels = list(zip(*(frame.iloc[:, i].tolist() for i in i_labels), strict=True))
+    smiles = [_text(v) for v in _column_values(frame, i_smiles, names, where)]
+    labels = list(zip(*(_column_values(frame, i, names, where) for i in i_labels), strict=True))
     return [Record(i + 1, s, tuple(cells)) for i, (s, cells) in enumerate(zip(smiles, labels, strict=True))]
+
+
+def _column_values(frame: Any, index: int, names: Sequence[str], where: _Where) -> list[object]:
+    """A Parquet column's values; pyarrow raises while converting corrupt or undecodable column data."""
+    try:
+        values: list[object] = frame.iloc[:, index].tolist()
+    except Exception as exc:  # the text may quote cell bytes: not shown
+        raise InputError(
+            f"column data not readable ({type(exc).__name__}): the Parquet file may be corrupt",
+            column=names[index],
+            **where,
+        ) from None
+    return values
 
 
 def _text(value: object) -> str:
