@@ -46,10 +46,12 @@ part of :func:`featurizer_signature`, the cache key of featurized graphs.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final
 
 import numpy as np
@@ -163,15 +165,35 @@ def graphs_from_codes(codes: CodeArrays, y: np.ndarray | None = None) -> tuple[D
     ends = codes.ends.astype(np.int64)
     edge_index = torch.from_numpy(np.stack([ends.reshape(-1), ends[:, ::-1].reshape(-1)]))
     n_edges = (2 * codes.num_bonds).tolist()
-    xs = torch.split(x, codes.num_atoms.tolist())
-    eis = torch.split(edge_index, n_edges, dim=1)
-    eas = torch.split(edge_attr, n_edges)
-    if labels is None:
-        return tuple(_graph({"x": a, "edge_index": b, "edge_attr": c}) for a, b, c in zip(xs, eis, eas, strict=True))
-    ys = torch.from_numpy(labels).unsqueeze(1).unbind(0)  # [1, n_tasks] views
-    return tuple(
-        _graph({"x": a, "edge_index": b, "edge_attr": c, "y": d}) for a, b, c, d in zip(xs, eis, eas, ys, strict=True)
-    )
+    with _collector_paused():
+        xs = torch.split(x, codes.num_atoms.tolist())
+        eis = torch.split(edge_index, n_edges, dim=1)
+        eas = torch.split(edge_attr, n_edges)
+        if labels is None:
+            return tuple(
+                _graph({"x": a, "edge_index": b, "edge_attr": c}) for a, b, c in zip(xs, eis, eas, strict=True)
+            )
+        ys = torch.from_numpy(labels).unsqueeze(1).unbind(0)  # [1, n_tasks] views
+        return tuple(
+            _graph({"x": a, "edge_index": b, "edge_attr": c, "y": d})
+            for a, b, c, d in zip(xs, eis, eas, ys, strict=True)
+        )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while thousands of graphs are made.
+
+    Each batch of new objects triggers collections that rescan every tensor made so far: a cache hit of 8,000
+    molecules took 0.70 s with the collector on and 0.14 s with it paused (bench/featurize.py).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def mol_to_graph(mol: Chem.Mol, y: Sequence[float] | np.ndarray | None = None) -> Data:
