@@ -35,7 +35,8 @@ class Candidate:
     row
         Source row number.
     mol
-        Standardized molecule.
+        Standardized molecule; ``None`` once featurized (:func:`~molfed.data.library.process_chunk` drops it so
+        that worker processes do not pickle molecules back).
     smiles
         Canonical SMILES of ``mol``.
     inchikey
@@ -45,7 +46,7 @@ class Candidate:
     """
 
     row: int
-    mol: Chem.Mol
+    mol: Chem.Mol | None
     smiles: str
     inchikey: str
     labels: tuple[float, ...]

@@ -27,7 +27,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
@@ -82,11 +82,12 @@ class Library:
     Attributes
     ----------
     mols
-        Standardized molecules, ``n`` of them.
+        Standardized molecules, ``n`` of them; ``None`` when read with ``featurize=True`` (``codes`` and
+        ``scaffolds`` hold what is needed of them, and workers need not send molecules back).
     smiles
-        Canonical SMILES of ``mols`` (partner-side only).
+        Canonical SMILES of the molecules (partner-side only).
     inchikeys
-        InChIKeys of ``mols`` (empty string where InChI failed).
+        InChIKeys of the molecules (empty string where InChI failed).
     labels
         float32 ``[n, n_tasks]``; NaN marks a missing label for that task.
     rows
@@ -100,12 +101,12 @@ class Library:
     digest
         SHA-256 (hex) of the library file's bytes.
     codes
-        Graph codes of ``mols`` (:func:`~molfed.chem.encode.encode_mol`), when read with ``featurize=True``.
+        Graph codes of the molecules (:func:`~molfed.chem.encode.encode_mol`), when read with ``featurize=True``.
     scaffolds
-        Murcko scaffold SMILES of ``mols``, when read with ``featurize=True``.
+        Murcko scaffold SMILES of the molecules, when read with ``featurize=True``.
     """
 
-    mols: tuple[Chem.Mol, ...]
+    mols: tuple[Chem.Mol, ...] | None
     smiles: tuple[str, ...]
     inchikeys: tuple[str, ...]
     labels: np.ndarray
@@ -118,7 +119,7 @@ class Library:
     scaffolds: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
-        return len(self.mols)
+        return len(self.smiles)
 
     def reject_counts(self) -> dict[str, int]:
         """Number of rejected rows per reason, sorted by reason (safe to log)."""
@@ -235,7 +236,7 @@ def read_library(
     )
     n_tasks = len(label_columns)
     return Library(
-        mols=tuple(c.mol for c in kept),
+        mols=None if featurize else tuple(c.mol for c in kept if c.mol is not None),
         smiles=tuple(c.smiles for c in kept),
         inchikeys=tuple(c.inchikey for c in kept),
         labels=np.array([c.labels for c in kept], dtype=np.float32).reshape(len(kept), n_tasks),
@@ -271,8 +272,9 @@ def process_chunk(
         for record in records:
             outcome = _process(record, structure_column, label_columns, task_types, options)
             extra = None
-            if featurize and isinstance(outcome, Candidate):
+            if featurize and isinstance(outcome, Candidate) and outcome.mol is not None:
                 extra = (encode_mol(outcome.mol), murcko_scaffold(outcome.mol))
+                outcome = replace(outcome, mol=None)  # not needed any more; spares pickling it back
             out.append((outcome, extra))
     return out
 

@@ -45,6 +45,20 @@ def test_csv_happy_path(tmp_path):
     assert all(isinstance(m, Chem.Mol) for m in lib.mols)
 
 
+def test_featurized_read_keeps_codes_not_molecules(tmp_path):
+    """featurize=True: codes and scaffolds of the same molecules, no Mol objects (workers need not pickle them)."""
+    from molfed.chem.encode import encode_mol
+    from molfed.data.split import murcko_scaffold
+
+    path = write(tmp_path, "f.csv", "smiles,expt\nCCO,-5.0\nbad,1\nc1ccccc1O,-0.9\nOCC,-4.0\n")
+    plain = read_library(path, **REG)
+    lib = read_library(path, featurize=True, **REG)
+    assert lib.mols is None and len(lib) == len(plain) == 2
+    assert (lib.smiles, lib.rows, lib.rejects) == (plain.smiles, plain.rows, plain.rejects)
+    assert lib.codes == tuple(encode_mol(m) for m in plain.mols)
+    assert lib.scaffolds == tuple(murcko_scaffold(m) for m in plain.mols)
+
+
 def test_every_reject_reason_with_row_numbers(tmp_path):
     text = (
         "smiles,expt,active\n"  # line 1
