@@ -186,8 +186,11 @@ def test_bond_stereo_after_stereo_perception_equals_reference(mols):
 
 def test_encode_smiles_equals_parse_then_encode_and_reports_failures(smiles):
     # every demo and tricky molecule, failures, and texts that test encode_smiles's shortcuts (chiral tags only
-    # with '@' or a CXSMILES extension, rings only with ring-closure digits)
+    # with '@' or a CXSMILES extension, rings only with ring-closure digits, bond stereo only with '/' or '\\',
+    # bond orders as floats unless a dative bond is possible)
     shortcuts = ["C[C@H](N)O", "[13CH3]C", "N[C@@H](C)C(=O)O |&1:1|", "C[C@H]1CC1", "C/C=C/C", "C%10CC%10"]
+    shortcuts += ["F/C=C\\F", "C1CCC/C=C/CCC1", "CC=CC", "C=CC#N", "[NH3]->[Cu+2]", "[Cu+2]<-N", "[Mo]$[Mo]"]
+    shortcuts += ["C/C=C/C |c:1|", "OC(=O)c1ccccc1", "C=C1CCC1=O"]
     texts = [*smiles, "C1CC(", "", "C(C)(C)(C)(C)C", "*CC", *shortcuts, " CCO ", "CC O"]
     codes, reasons = encode_smiles(texts)
     parsed = [parse_smiles(t) for t in texts]
