@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from molfed.chem.featurize import featurizer_signature, graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.library import Reject, file_digest, read_library, write_rejects
 from molfed.errors import InputError
+
+__all__ = ["CACHE_FORMAT", "FeaturizedLibrary", "cache_key", "featurize_library", "save_featurized"]
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +127,63 @@ def featurize_library(
     workspace.mkdir(parents=True, exist_ok=True)
     write_rejects(library.rejects, workspace / "rejects.csv", partner=partner)
     assert library.codes is not None and library.scaffolds is not None
-    codes = concat_codes(library.codes)
-    result = FeaturizedLibrary(
-        graphs=graphs_from_codes(codes, library.labels),
+    return save_featurized(
+        cache_file,
+        concat_codes(library.codes),
+        library.labels,
         scaffolds=library.scaffolds,
         digest=library.digest,
         n_input_rows=library.n_input_rows,
         n_duplicates_merged=library.n_duplicates_merged,
-        reject_counts=dict(library.reject_counts()),
+        rejects=library.rejects,
+    )
+
+
+def save_featurized(
+    cache_file: Path,
+    codes: CodeArrays,
+    labels: np.ndarray,
+    *,
+    scaffolds: Sequence[str],
+    digest: str,
+    n_input_rows: int,
+    n_duplicates_merged: int,
+    rejects: Sequence[Reject],
+) -> FeaturizedLibrary:
+    """Build a featurized library's graphs and write its cache file, which :func:`featurize_library` then loads.
+
+    For libraries featurized elsewhere (:func:`~molfed.data.dask_featurize.library_from_parts`) as well as here.
+    The file is replaced atomically (a killed run never leaves half of one); parent folders are created.
+
+    Parameters
+    ----------
+    cache_file
+        Where :func:`featurize_library` looks for this library (``workspace/cache/graphs-<key>.pt``).
+    codes
+        Concatenated graph codes of the ``n`` kept molecules, in order.
+    labels
+        float32 ``[n, n_tasks]`` (NaN: missing).
+    scaffolds
+        Murcko scaffold SMILES of each molecule (``n``).
+    digest, n_input_rows, n_duplicates_merged
+        As in :class:`~molfed.data.library.Library`.
+    rejects
+        The library's rejects, sorted by row (``rejects.csv`` is rewritten from them on a cache hit).
+
+    Returns
+    -------
+    FeaturizedLibrary
+        With ``cache_hit=False``.
+    """
+    lib = FeaturizedLibrary(
+        graphs=graphs_from_codes(codes, labels),
+        scaffolds=tuple(scaffolds),
+        digest=digest,
+        n_input_rows=n_input_rows,
+        n_duplicates_merged=n_duplicates_merged,
+        reject_counts=dict(sorted(Counter(r.reason for r in rejects).items())),
         cache_hit=False,
     )
-    _save(cache_file, codes, library.labels, result, library.rejects)
-    return result
-
-
-def _save(
-    cache_file: Path, codes: CodeArrays, labels: np.ndarray, lib: FeaturizedLibrary, rejects: Sequence[Reject]
-) -> None:
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         **{name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in codes._asdict().items()},
@@ -157,6 +200,7 @@ def _save(
     tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     torch.save(payload, tmp)
     tmp.replace(cache_file)  # atomic: a killed run never leaves a half-written cache
+    return lib
 
 
 def _load(cache_file: Path, digest: str) -> tuple[FeaturizedLibrary, list[Reject]]:

@@ -6,9 +6,9 @@ worker ran it). :func:`featurize_chunk` runs the per-row pipeline of :func:`~mol
 (parse, labels, standardize, InChIKey, graph codes, scaffold) on its rows and writes a *part* file in the partner's
 workspace. Duplicates can span chunks, so the partner then merges the parts in row order, in its own process:
 :func:`library_from_parts` applies the library's duplicate policy exactly as ``read_library`` does and writes the
-graph cache that :func:`~molfed.data.cache.featurize_library` loads; :func:`shards_from_parts` keeps first
-occurrences and writes the shards :func:`~molfed.data.shards.write_shards` would write. Either result is identical
-to the in-process path (same molecules, order, codes and rejects).
+graph cache that :func:`~molfed.data.cache.featurize_library` loads; :func:`shards_from_parts` hands the parts to
+the shard writer of :func:`~molfed.data.shards.write_shards`. Either result is identical to the in-process path
+(same molecules, order, codes and rejects).
 
 Part files are plain NumPy ``.npz`` arrays (loaded with ``allow_pickle=False``), so workers need neither torch nor
 PyG. They hold partner data (codes, labels, InChIKeys, reject details): they stay in the workspace.
@@ -16,11 +16,11 @@ PyG. They hold partner data (codes, labels, InChIKeys, reject details): they sta
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from rdkit import Chem
 from molfed.chem.encode import MolCodes, concat_codes
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.labels import Candidate, resolve_duplicates
-from molfed.data.library import Reject, file_digest, process_chunk
+from molfed.data.library import Outcome, Reject, file_digest, process_chunk
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, read_records, suffix_of
 from molfed.errors import InputError
 
@@ -154,39 +154,33 @@ def featurize_chunk(spec: LibrarySpec, chunk: Chunk) -> ChunkResult:
     with tmp.open("wb") as handle:
         np.savez(handle, **arrays)  # plain arrays: loaded with allow_pickle=False
     tmp.replace(chunk.part)
-    counts: dict[str, int] = {}
-    for r in rejects:
-        counts[r.reason] = counts.get(r.reason, 0) + 1
+    counts = dict(sorted(Counter(r.reason for r in rejects).items()))
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return ChunkResult(
-        chunk.index, chunk.stop - chunk.start, len(kept), dict(sorted(counts.items())), chunk.part,
-        file_digest(chunk.part), worker,
+        chunk.index, chunk.stop - chunk.start, len(kept), counts, chunk.part, file_digest(chunk.part), worker
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class _Part:
-    candidates: list[Candidate]
-    codes: dict[int, tuple[MolCodes, str]]
-    """row -> (codes, scaffold)."""
-    rejects: list[Reject]
-
-
-def _load_part(result: ChunkResult) -> _Part:
+def _load_part(result: ChunkResult) -> list[Outcome]:
+    """A part's rows in row order, as :func:`~molfed.data.library.process_chunk` gave them (molecules left empty:
+    the merge needs keys, labels, codes and scaffolds)."""
     if file_digest(result.part) != result.part_digest:
         raise InputError("featurized part changed after it was written (digest differs)", path=str(result.part))
     with np.load(result.part, allow_pickle=False) as p:
         arrays = {name: p[name] for name in p.files}
     rows, y = arrays["rows"].tolist(), arrays["y"].tolist()
     keys, smiles, scaffolds = (_strings(arrays, name) for name in ("inchikeys", "smiles", "scaffolds"))
-    empty = Chem.Mol()  # the merge needs keys and labels, not molecules
-    candidates = [Candidate(r, empty, s, k, tuple(v)) for r, s, k, v in zip(rows, smiles, keys, y, strict=True)]
-    codes = dict(zip(rows, zip(_mol_codes(arrays), scaffolds, strict=True), strict=True))
-    fields = (_strings(arrays, f"reject_{f}") for f in ("reason", "column", "detail"))
-    rejects = [
-        Reject(int(r), *map(str, rest)) for r, *rest in zip(arrays["reject_rows"].tolist(), *fields, strict=True)
+    empty = Chem.Mol()
+    outcomes: list[Outcome] = [
+        (Candidate(r, empty, s, k, tuple(v)), (codes, scaffold))
+        for r, s, k, v, codes, scaffold in zip(rows, smiles, keys, y, _mol_codes(arrays), scaffolds, strict=True)
     ]
-    return _Part(candidates, codes, rejects)
+    fields = (_strings(arrays, f"reject_{f}") for f in ("reason", "column", "detail"))
+    outcomes += [
+        (Reject(int(r), *map(str, rest)), None)
+        for r, *rest in zip(arrays["reject_rows"].tolist(), *fields, strict=True)
+    ]
+    return sorted(outcomes, key=lambda o: o[0].row)
 
 
 def _text(name: str, values: Sequence[str]) -> dict[str, np.ndarray]:
@@ -237,19 +231,12 @@ def library_from_parts(
     InputError
         If no row gave a valid molecule, or a part file was altered.
     """
-    from molfed.chem.featurize import graphs_from_codes
     from molfed.data import cache
 
-    candidates: list[Candidate] = []
-    rejects: list[Reject] = []
-    extras: dict[int, tuple[MolCodes, str]] = {}
-    n_rows = 0
-    for result in _ordered(results):
-        part = _load_part(result)
-        candidates += part.candidates
-        rejects += part.rejects
-        extras |= part.codes
-        n_rows += result.n_rows
+    outcomes = [outcome for result in _ordered(results) for outcome in _load_part(result)]
+    candidates = [c for c, _ in outcomes if isinstance(c, Candidate)]
+    rejects = [r for r, _ in outcomes if isinstance(r, Reject)]
+    extras = {o.row: extra for o, extra in outcomes if extra is not None}
     kept, dup_rejects, n_merged = resolve_duplicates(
         candidates,
         spec.task_types,
@@ -259,65 +246,30 @@ def library_from_parts(
     )
     rejects.extend(Reject(row, reason, col, detail) for row, reason, col, detail in dup_rejects)
     rejects.sort(key=lambda r: r.row)
-    counts: dict[str, int] = {}
-    for r in rejects:
-        counts[r.reason] = counts.get(r.reason, 0) + 1
+    n_rows = sum(r.n_rows for r in results)
     if not kept:
-        summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+        summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(Counter(r.reason for r in rejects).items()))
         message = f"no valid molecules; all {n_rows} rows rejected ({summary})"
         raise InputError(message, path=str(spec.path), partner=partner)
-    labels = np.array([c.labels for c in kept], dtype=np.float32).reshape(len(kept), len(spec.task_types))
-    codes = concat_codes(extras[c.row][0] for c in kept)
-    scaffolds = tuple(extras[c.row][1] for c in kept)
-    library = cache.FeaturizedLibrary(
-        graphs=graphs_from_codes(codes, labels),
-        scaffolds=scaffolds,
+    return cache.save_featurized(
+        cache_file,
+        concat_codes(extras[c.row][0] for c in kept),
+        np.array([c.labels for c in kept], dtype=np.float32).reshape(len(kept), len(spec.task_types)),
+        scaffolds=[extras[c.row][1] for c in kept],
         digest=digest,
         n_input_rows=n_rows,
         n_duplicates_merged=n_merged,
-        reject_counts=dict(sorted(counts.items())),
-        cache_hit=False,
+        rejects=rejects,
     )
-    cache._save(cache_file, codes, labels, library, rejects)
-    return library
 
 
 def shards_from_parts(spec: LibrarySpec, results: Sequence[ChunkResult], out_dir: Path) -> ShardSet:
     """Write ``out_dir/shard-NNNNN.pt`` and ``rejects.csv`` exactly as :func:`~molfed.data.shards.write_shards`
     with the same ``chunk_size`` (first occurrence of a molecule kept, one shard per chunk with molecules)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    paths: list[Path] = []
-    n_rows = n_kept = n_rejected = 0
-    from molfed.data.shards import ShardSet, _save_shard
+    from molfed.data.shards import ShardChunk, write_shard_chunks
 
-    with (out_dir / "rejects.csv").open("w", newline="", encoding="utf-8") as report:
-        writer = csv.writer(report, lineterminator="\n")
-        writer.writerow(("row", "column", "reason", "detail"))
-        for result in _ordered(results):
-            part = _load_part(result)
-            n_rows += result.n_rows
-            events: list[tuple[int, Reject | Candidate]] = [(r.row, r) for r in part.rejects]
-            events += [(c.row, c) for c in part.candidates]
-            kept: list[Candidate] = []
-            rejects: list[Reject] = []
-            for _, item in sorted(events, key=lambda e: e[0]):
-                if isinstance(item, Reject):
-                    rejects.append(item)
-                elif (key := item.inchikey or f"smiles:{item.smiles}") in seen:
-                    rejects.append(Reject(item.row, "duplicate", spec.smiles_column, "same molecule as an earlier row"))
-                else:
-                    seen.add(key)
-                    kept.append(item)
-            writer.writerows((r.row, r.column, r.reason, r.detail) for r in rejects)
-            n_rejected += len(rejects)
-            if kept:
-                paths.append(out_dir / f"shard-{len(paths):05d}.pt")
-                y = np.asarray([c.labels for c in kept], dtype=np.float32).reshape(len(kept), len(spec.task_types))
-                codes = concat_codes(part.codes[c.row][0] for c in kept)
-                _save_shard(paths[-1], codes, y, [part.codes[c.row][1] for c in kept])
-                n_kept += len(kept)
-    return ShardSet(tuple(paths), n_kept, n_rows, n_rejected)
+    chunks = (ShardChunk(r.n_rows, _load_part(r)) for r in _ordered(results))
+    return write_shard_chunks(chunks, out_dir, n_tasks=len(spec.task_types), structure_column=spec.structure_column)
 
 
 def cache_file_for(spec: LibrarySpec, workspace: Path, *, digest: str, duplicates: str) -> Path:

@@ -26,7 +26,8 @@ import csv
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -43,7 +44,17 @@ from molfed.data.readers import STRUCTURE_COLUMN_SDF, Record, read_records, suff
 from molfed.data.split import murcko_scaffold
 from molfed.errors import InputError
 
-__all__ = ["Library", "Outcome", "Reject", "TaskType", "file_digest", "process_chunk", "read_library", "write_rejects"]
+__all__ = [
+    "Library",
+    "Outcome",
+    "Reject",
+    "TaskType",
+    "file_digest",
+    "open_rejects",
+    "process_chunk",
+    "read_library",
+    "write_rejects",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -354,12 +365,24 @@ def write_rejects(rejects: Sequence[Reject], path: Path, *, partner: str | None 
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(("row", "column", "reason", "detail"))
-            writer.writerows((r.row, r.column, r.reason, r.detail) for r in rejects)
+        with open_rejects(target) as write:
+            write(rejects)
     except OSError as exc:
         raise InputError(
             f"cannot write the rejects report ({type(exc).__name__})", path=str(target), partner=partner
         ) from None
     return target
+
+
+@contextmanager
+def open_rejects(path: Path) -> Iterator[Callable[[Iterable[Reject]], None]]:
+    """Open ``path`` as a rejects report (header ``row,column,reason,detail`` written) and yield a function that
+    appends rejects to it, for writers that produce rejects a chunk at a time (:func:`write_rejects` writes them
+    all at once).
+
+    The parent folder must exist; an ``OSError`` propagates unchanged.
+    """
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("row", "column", "reason", "detail"))
+        yield lambda rejects: writer.writerows((r.row, r.column, r.reason, r.detail) for r in rejects)

@@ -49,7 +49,7 @@ def library(tmp_path_factory) -> Path:
     return library_with_edge_cases(tmp_path_factory.mktemp("dask-parts"))
 
 
-@pytest.mark.parametrize("duplicates", ["merge", "keep_first"])
+@pytest.mark.parametrize("duplicates", ["merge", "keep_first", "reject"])
 def test_library_from_parts_equals_featurize_library(library: Path, tmp_path: Path, duplicates: str):
     spec = spec_for(library)
     results = run_in_process(spec, tmp_path / "parts", chunk_size=70)
@@ -86,6 +86,23 @@ def test_shards_from_parts_equal_write_shards(library: Path, tmp_path: Path):
         assert all(torch.equal(pa[k], pb[k]) for k in pa if k != "scaffolds")
         assert_same_graphs(load_shard(a), load_shard(b))
     assert (tmp_path / "ours" / "rejects.csv").read_bytes() == (tmp_path / "ref" / "rejects.csv").read_bytes()
+
+
+def test_sdf_shard_rejects_name_the_molblock(tmp_path: Path):
+    """For an SDF library a duplicate's reject names the structure column ("molblock"), as read_library does."""
+    from rdkit import Chem
+
+    path = tmp_path / "lib.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        for i, smiles in enumerate(["CCO", "c1ccccc1", "OCC"]):
+            mol = Chem.MolFromSmiles(smiles)
+            mol.SetProp("expt", str(-1.0 - i))
+            writer.write(mol)
+    spec = spec_for(path)
+    shards = dk.shards_from_parts(spec, run_in_process(spec, tmp_path / "parts", chunk_size=2), tmp_path / "out")
+    assert (shards.n_molecules, shards.n_rejected) == (2, 1)
+    rows = (tmp_path / "out" / "rejects.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].split(",")[:3] == ["3", "molblock", "duplicate"], rows
 
 
 def test_altered_part_or_library_is_refused(library: Path, tmp_path: Path):

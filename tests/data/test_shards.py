@@ -4,10 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from rdkit import Chem
 
+from molfed.chem.encode import encode_mol
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
-from molfed.data.shards import load_shard, train_from_shards, write_shards
+from molfed.data.labels import Candidate
+from molfed.data.library import Outcome, Reject
+from molfed.data.shards import ShardChunk, load_shard, train_from_shards, write_shard_chunks, write_shards
 from molfed.errors import InputError
 from molfed.federated import coordinator as coord
 from molfed.models.model import build_model
@@ -58,3 +62,26 @@ def test_missing_column_is_a_clear_error(tmp_path: Path):
     path.write_text("smiles,z\nCCO,1\n")
     with pytest.raises(InputError, match=r"missing column\(s\) \['y'\]"):
         write_shards(path, tmp_path / "s", label_columns=["y"], task_types=["regression"])
+
+
+def test_shard_writer_numbers_shards_without_gaps_and_rejects_later_duplicates(tmp_path: Path):
+    def kept(row: int, smiles: str, key: str) -> Outcome:
+        mol = Chem.MolFromSmiles(smiles)
+        return Candidate(row, mol, smiles, key, (float(row),)), (encode_mol(mol), "")
+
+    chunks = [
+        ShardChunk(2, [kept(2, "CCO", "K1"), (Reject(3, "missing_label", "y", "all labels empty"), None)]),
+        ShardChunk(1, [kept(4, "OCC", "K1")]),  # only a duplicate: no shard
+        ShardChunk(3, [kept(5, "CCN", ""), kept(6, "CCN", ""), kept(7, "CCCl", "")]),  # no InChIKey: keyed by SMILES
+    ]
+    shards = write_shard_chunks(iter(chunks), tmp_path / "s", n_tasks=1, structure_column="smi")
+    assert [p.name for p in shards.paths] == ["shard-00000.pt", "shard-00001.pt"]
+    assert (shards.n_molecules, shards.n_input_rows, shards.n_rejected) == (3, 6, 3)
+    assert [g.y.item() for p in shards.paths for g in load_shard(p)] == [2.0, 5.0, 7.0]
+    report = (tmp_path / "s" / "rejects.csv").read_text().splitlines()
+    assert report == [
+        "row,column,reason,detail",
+        "3,y,missing_label,all labels empty",
+        "4,smi,duplicate,same molecule as an earlier row",
+        "6,smi,duplicate,same molecule as an earlier row",
+    ]
