@@ -20,8 +20,9 @@ __all__ = ["chunk_size", "map_chunks"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-CHUNKS_PER_WORKER = 8
-"""About this many chunks per process: small enough that no process waits long for the last one."""
+CHUNKS_PER_WORKER = 32
+"""About this many chunks per process: the processes finish at most one chunk apart, so small chunks keep the
+tail short (a chunk's fixed cost is one round trip to a pool process, well under a millisecond)."""
 
 
 def chunk_size(n_items: int, workers: int, *, min_chunk: int = 32, max_chunk: int = 1024) -> int:

@@ -50,4 +50,4 @@ def test_bad_workers_and_chunk_sizes():
         list(map_chunks(tag, [1, 2], 0))
     assert chunk_size(100, 2) == 32  # never below min_chunk
     assert chunk_size(10**6, 2) == 1024  # never above max_chunk
-    assert chunk_size(8000, 2) == 500  # about 8 chunks per process
+    assert chunk_size(8000, 2) == 125  # about 32 chunks per process
