@@ -47,7 +47,7 @@ PREFECT_AUTH = "molfed:prefect-secret"
 MLFLOW_USER, MLFLOW_PASSWORD = "admin", "mlflow-secret-pw1"
 PARTNERS = ("beta", "gamma")
 ABSENT = "alpha"  # declared in the federation, but its site never starts a worker
-OFFLINE_S = 30  # the absent partner fails after this, not after the round timeout
+OFFLINE_S = 20  # the absent partner fails after this, not after the round timeout (it bounds the prepare wave)
 PRIVATE_TASK_SITE = "beta"
 # Server services with nothing to do here (no active schedule, automation, pause or late run to act on): off, so
 # that they do not compete for the CPU. Events, task-run records and the worker foreman stay on.
