@@ -20,7 +20,7 @@ from molfed.federated import partner as p
 from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
-from tasks import dask_featurize, integrity
+from tasks import integrity
 from tasks._options import PRIVATE
 
 
@@ -36,7 +36,10 @@ def train_settings(config: RunConfig) -> p.TrainSettings:
 def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
     """Prepare (or fetch from this process / the workspace cache) one partner's data with the run's options."""
     assert cfg.path is not None, "a partner's library path is known only on its side"
-    dask_featurize.ensure_featurized(config, cfg)  # partners[i].dask: fill the graph cache over a Dask cluster
+    if cfg.dask is not None:  # partners[i].dask: fill the graph cache over a Dask cluster
+        from tasks import dask_featurize  # Dask's import (~2 s of CPU) only where a partner uses it
+
+        dask_featurize.ensure_featurized(config, cfg)
     return p.prepare_partner(
         cfg.name,
         path=cfg.path,

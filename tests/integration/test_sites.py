@@ -47,8 +47,14 @@ PREFECT_AUTH = "molfed:prefect-secret"
 MLFLOW_USER, MLFLOW_PASSWORD = "admin", "mlflow-secret-pw1"
 PARTNERS = ("beta", "gamma")
 ABSENT = "alpha"  # declared in the federation, but its site never starts a worker
-OFFLINE_S = 30  # the absent partner fails after this, not after the round timeout
+OFFLINE_S = 20  # the absent partner fails after this, not after the round timeout (it bounds the prepare wave)
 PRIVATE_TASK_SITE = "beta"
+# Server services with nothing to do here (no active schedule, automation, pause or late run to act on): off, so
+# that they do not compete for the CPU. Events, task-run records and the worker foreman stay on.
+IDLE_PREFECT_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in ("SCHEDULER", "LATE_RUNS", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP", "REPOSSESSOR", "TRIGGERS")
+}
 
 
 def _free_port() -> int:
@@ -154,6 +160,7 @@ def consortium(tmp_path_factory):
         "PREFECT_HOME": str(root / "prefect-server"),
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_API_AUTH_STRING": PREFECT_AUTH,
+        **IDLE_PREFECT_SERVICES,
     }
     # MLflow server with served artifacts and the basic-auth app; admin credentials from the environment.
     auth_ini = root / "mlflow-auth.ini"
@@ -161,15 +168,18 @@ def consortium(tmp_path_factory):
         f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/mlflow-auth.db\n"
         "admin_username = admin\nauthorization_function = "
         "mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 600\n"  # one password-hash check per client, not one per request
     )
     mlflow_env = {
         **base_env,
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
         "MLFLOW_AUTH_ADMIN_PASSWORD": MLFLOW_PASSWORD,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "molfed-test-csrf-key",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # else 6 job-runner processes start, each importing MLflow
     }
     store = root / "mlflow-store"
     store.mkdir()
+    phases, t0 = {}, time.perf_counter()
     try:
         prefect_proc = procs.start(
             "prefect-server",
@@ -202,6 +212,7 @@ def consortium(tmp_path_factory):
         prefect_api, mlflow_uri = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
         _wait_for(lambda: _get(f"{prefect_api}/health", PREFECT_AUTH) == 200, "prefect-server", prefect_proc, procs)
         _wait_for(lambda: _get(f"{mlflow_uri}/health") == 200, "mlflow-server", mlflow_proc, procs)
+        phases["servers"] = time.perf_counter() - t0
 
         client_env = {
             **base_env,
@@ -258,6 +269,7 @@ def consortium(tmp_path_factory):
             timeout=300,
         )
         assert deploy.returncode == 0, deploy.stderr[-3000:]
+        phases["deploy"] = time.perf_counter() - t0 - phases["servers"]
         procs.start(
             "worker-coordinator",
             [str(BIN / "prefect"), "worker", "start", "--pool", "molfed-coordinator", "--type", "process"],
@@ -269,6 +281,7 @@ def consortium(tmp_path_factory):
         started = time.perf_counter()
         trigger = _trigger(client_env, coordinator)
         seconds = time.perf_counter() - started
+        phases["federation"] = seconds
         yield {
             "root": root,
             "procs": procs,
@@ -280,6 +293,7 @@ def consortium(tmp_path_factory):
             "store": store,
             "env": client_env,
             "coordinator": coordinator,
+            "phases": phases,
         }
     finally:
         procs.stop_all()
@@ -299,6 +313,7 @@ def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypa
         "worker-coordinator"
     )
     print(f"sites federation (2 partners x 1 round, one absent) took {consortium['seconds']:.0f} s")
+    print(f"set-up phases (s): {json.dumps({k: round(v, 1) for k, v in consortium['phases'].items()})}")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
     client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
