@@ -195,6 +195,10 @@ def _read_delimited(
 
 
 def _read_sdf(data: bytes, label_columns: Sequence[str], where: _Where) -> list[Record]:
+    last = data.rfind(b"$$$$")
+    if last >= 0 and not data[last + 4 :].strip():
+        # Blank lines after the last "$$$$" would make the reader return one more, empty, record: not a row.
+        data = data[: last + 4] + b"\n"
     supplier = Chem.ForwardSDMolSupplier(io.BytesIO(data), sanitize=False, removeHs=False)
     records: list[Record] = []
     properties: set[str] = set()

@@ -212,6 +212,21 @@ def test_sdf_happy_path_with_broken_record(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("tail", ["", "\n", "\n\n", "\r\n\r\n", "\n\n  \n"])
+@pytest.mark.parametrize("broken_last", [False, True])
+def test_sdf_blank_lines_at_the_end_are_not_a_record(tmp_path, tail, broken_last):
+    """RDKit's forward reader returns an empty record for blank lines after the last $$$$: not a reject row."""
+    block = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
+    last = "not a molecule\n$$$$" if broken_last else block + "> <expt>\n2\n\n$$$$"
+    path = tmp_path / "lib.sdf"
+    path.write_bytes((block + "> <expt>\n1\n\n$$$$\n" + last + tail).encode())
+    lib = read_library(path, **REG)
+    assert lib.n_input_rows == 2 and len(lib) == 1
+    rejects = [(r.row, r.reason) for r in lib.rejects]
+    assert rejects == ([(2, "unparsable_molecule_block")] if broken_last else [])
+    assert lib.n_duplicates_merged == (0 if broken_last else 1)
+
+
 def test_sdf_missing_property_lists_properties(tmp_path):
     path = tmp_path / "p.sdf"
     mol = Chem.MolFromSmiles("CCO")
