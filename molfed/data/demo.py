@@ -10,14 +10,14 @@ import csv
 import io
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rdkit import Chem, rdBase
 
 from molfed.data.split import murcko_scaffold
 
-__all__ = ["DEMO_PARTNERS", "write_demo_partners"]
+__all__ = ["DEMO_PARTNERS", "partner_overrides", "write_demo_partners"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,16 @@ def write_demo_partners(
     (out / "README.md").write_text(readme, encoding="utf-8", newline="\n")
     logger.info("wrote demo partners to %s: %s (+%d bad rows)", out, sizes, n_bad_rows)
     return paths
+
+
+def partner_overrides(paths: Mapping[str, Path], workspaces: Path) -> list[str]:
+    """Config overrides (``--set`` texts) that point a config's partners, in ``paths``' order, at these library files,
+    each with its own workspace ``workspaces / <name>`` (e.g. ``configs/demo.yaml`` at :func:`write_demo_partners`'
+    files)."""
+    out: list[str] = []
+    for i, (name, path) in enumerate(paths.items()):
+        out += [f"partners.{i}.path={path}", f"partners.{i}.workspace={workspaces / name}"]
+    return out
 
 
 def _assign(smiles: Sequence[str], fractions: Sequence[float], seed: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Demo partners: files, sizes, determinism, scaffold separation and the deliberate bad rows."""
 
 import csv
+from pathlib import Path
 
 import pytest
 from rdkit import Chem, rdBase
@@ -8,6 +9,8 @@ from rdkit import Chem, rdBase
 from molfed.data.demo import BAD_ROWS, DEMO_PARTNERS, write_demo_partners
 from molfed.data.library import read_library
 from molfed.data.split import murcko_scaffold
+
+REPO = Path(__file__).resolve().parents[2]
 
 N_FREESOLV = 642
 
@@ -83,3 +86,13 @@ def test_bad_row_count_and_validation(tmp_path):
         write_demo_partners(tmp_path / "x", n_bad_rows=-1)
     two = write_demo_partners(tmp_path / "two", fractions=(0.5, 0.5), n_bad_rows=0)
     assert list(two) == ["alpha", "beta"]
+
+
+def test_partner_overrides_point_the_demo_config_at_the_files(tmp_path):
+    from molfed.config import load_config
+    from molfed.data.demo import partner_overrides
+
+    paths = write_demo_partners(tmp_path / "data", n_bad_rows=0)
+    config = load_config(REPO / "configs" / "demo.yaml", partner_overrides(paths, tmp_path / "ws"))
+    assert [(p.name, p.path) for p in config.partners] == list(paths.items())
+    assert [config.workspace_for(p) for p in config.partners] == [tmp_path / "ws" / name for name in paths]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from molfed.data.demo import write_demo_partners
+from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.startup import _SETTINGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,8 +55,7 @@ def test_molfed_run_starts_and_stops_its_own_prefect_server(tmp_path):
         "baselines.local_only=false",
         "baselines.pooled=false",
     ]
-    for i, name in enumerate(paths):
-        sets += [f"partners.{i}.path={paths[name]}", f"partners.{i}.workspace={tmp_path / 'ws' / name}"]
+    sets += partner_overrides(paths, tmp_path / "ws")
     env = {k: v for k, v in os.environ.items() if k not in (*_SETTINGS, "PREFECT_PROFILE")}
     env["PREFECT_HOME"] = str(home)
     args = [sys.executable, "-m", "molfed.cli", "run", str(REPO / "configs" / "demo.yaml")]

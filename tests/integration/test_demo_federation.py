@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from molfed.audit import scan, structure_needles
 from molfed.config import load_config
-from molfed.data.demo import write_demo_partners
+from molfed.data.demo import partner_overrides, write_demo_partners
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,7 @@ def demo(tmp_path_factory):
         "tracking.registered_model=molfed-test",
         "tracking.experiment=molfed-test",
     ]
-    for i, name in enumerate(paths):
-        overrides += [f"partners.{i}.path={paths[name]}", f"partners.{i}.workspace={root / 'ws' / name}"]
+    overrides += partner_overrides(paths, root / "ws")
     config = load_config(REPO / "configs" / "demo.yaml", overrides)
     result = federated_training(config)
     return SimpleNamespace(

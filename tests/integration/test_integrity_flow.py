@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from molfed.config import load_config
-from molfed.data.demo import write_demo_partners
+from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.federated import integrity, keys
 from molfed.federated.secure.local import held_rounds
 from molfed.federated.signing import generate_keypair
@@ -48,8 +48,7 @@ def runs(tmp_path_factory):
         "integrity.signing=true",
         f"integrity.public_keys.gamma={generate_keypair()[1]}",
     ]
-    for i, name in enumerate(paths):
-        overrides += [f"partners.{i}.path={paths[name]}", f"partners.{i}.workspace={root / 'ws' / name}"]
+    overrides += partner_overrides(paths, root / "ws")
     seen: list[list[bool]] = []
     original = integrity.GuardedStrategy.run_round
 

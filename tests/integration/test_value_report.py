@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from molfed.config import load_config
-from molfed.data.demo import write_demo_partners
+from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.federated.sampling import sample_partners
 from molfed.privacy.audit_cli import audit_stores
 
@@ -47,11 +47,11 @@ def run(tmp_path_factory):
         "model.hidden_channels=16",
         "model.num_layers=2",
     ]
-    for i, name in enumerate(NAMES):
-        small = root / "data" / f"{name}.csv"
-        small.parent.mkdir(exist_ok=True)
-        pd.read_csv(paths[name], dtype=str).head(40).to_csv(small, index=False)
-        overrides += [f"partners.{i}.path={small}", f"partners.{i}.workspace={root / 'ws' / name}"]
+    small = {name: root / "data" / f"{name}.csv" for name in NAMES}
+    for name in NAMES:
+        small[name].parent.mkdir(exist_ok=True)
+        pd.read_csv(paths[name], dtype=str).head(40).to_csv(small[name], index=False)
+    overrides += partner_overrides(small, root / "ws")
     config = load_config(REPO / "configs" / "demo.yaml", overrides)
     result = federated_training(config)
     client = MlflowClient(tracking_uri=uri)

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from molfed.cli import main
 from molfed.config import load_config
-from molfed.data.demo import write_demo_partners
+from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.privacy.accountant import PrivacyLedger
 from molfed.privacy.budget import PrivacyBudgetError, round_costs, spend_round
 from molfed.tracking import Tracker
@@ -40,8 +40,7 @@ def _overrides(root: Path, paths: dict[str, Path], uri: str) -> list[str]:
         "privacy.noise_multiplier=1.0",
         "privacy.epsilon_budget=50",
     ]
-    for i, name in enumerate(paths):
-        out += [f"partners.{i}.path={paths[name]}", f"partners.{i}.workspace={root / 'ws' / name}"]
+    out += partner_overrides(paths, root / "ws")
     return out
 
 
