@@ -4,11 +4,14 @@ Each case is a fresh process (start-up, imports and cold featurization included)
 workspaces: ``molfed run configs/demo.yaml`` (3 partners; baselines off, since the bare loop has none) and
 ``bench/overhead.py --bare``, which calls the same molfed functions (partner preparation, model spec, initial
 weights, strategy, local updates, aggregation, validation: :func:`molfed.federated.simulation.simulate`) without
-Prefect or MLflow. Both run ``--rounds`` and twice that, which gives the marginal cost of a round. Wall and CPU
-seconds (process + children) are printed: on a shared machine the CPU ratio is the steadier figure. By default
+Prefect or MLflow. Both run ``--rounds`` and twice that, which gives the marginal cost of a round. Because that
+difference of two fresh-process totals is noisy (a few seconds of start-up noise over 10 rounds), each run also
+times its steady-state round, rounds 2..N, inside the process: the bare loop from the moment each round's updates
+are done, the flow from the MLflow timestamps of each round's commit. Wall and CPU seconds (process + children) are
+printed: on a shared machine the CPU ratio is the steadier figure. By default
 Prefect's and MLflow's databases are created by the timed run (a first run); ``--warm-stores`` times a second run.
 
-    python bench/overhead.py [--rounds 10] [--warm-stores]
+    python bench/overhead.py [--rounds 10] [--warm-stores] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import argparse
 import os
 import resource
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OFF = ["baselines.local_only=false", "baselines.pooled=false"]
@@ -36,8 +42,8 @@ def _setup(tmp: Path) -> Path:
     return tmp / "configs" / "demo.yaml"
 
 
-def _timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (the process and its children, e.g. Prefect's server) of one command."""
+def _timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (the process and its children, e.g. Prefect's server) and stdout of one command."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -54,12 +60,24 @@ def _timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return elapsed, cpu
+    return elapsed, cpu, done.stdout
 
 
-def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, float]:
-    """Time one fresh process; ``warm_stores``: Prefect's and MLflow's databases exist already, as on a user's
-    second run (made by an untimed 1-round run whose partner workspaces, i.e. featurization caches, are removed)."""
+def _flow_round_period(db: Path, rounds: int) -> float:
+    """Seconds between the commits of rounds 2 and ``rounds`` of the run that has ``rounds`` rounds, per round
+    (from the timestamps of its ``train_loss`` metric, logged when a round is committed)."""
+    with sqlite3.connect(db) as con:
+        (run,) = con.execute("SELECT run_uuid FROM metrics WHERE key = 'train_loss' AND step = ?", (rounds,)).fetchone()
+        stamps = dict(
+            con.execute("SELECT step, timestamp FROM metrics WHERE key = 'train_loss' AND run_uuid = ?", (run,))
+        )
+    return (stamps[rounds] - stamps[2]) / 1000 / (rounds - 2)
+
+
+def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, float, float]:
+    """Time one fresh process: wall and CPU seconds, and the steady-state seconds per round (rounds 2..``rounds``);
+    ``warm_stores``: Prefect's and MLflow's databases exist already, as on a user's second run (made by an untimed
+    1-round run whose partner workspaces, i.e. featurization caches, are removed)."""
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         config = _setup(tmp)
@@ -70,8 +88,10 @@ def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, 
             if warm_stores:
                 _timed([sys.executable, "-c", cli, "run", str(config), *args, "--set", "federation.rounds=1"], tmp)
                 shutil.rmtree(tmp / "workspaces")
-            return _timed([sys.executable, "-c", cli, "run", str(config), *args], tmp)
-        return _timed([sys.executable, __file__, "--bare", str(config), *sets], tmp)
+            wall, cpu, _ = _timed([sys.executable, "-c", cli, "run", str(config), *args], tmp)
+            return wall, cpu, _flow_round_period(tmp / "mlflow.db", rounds)
+        wall, cpu, out = _timed([sys.executable, __file__, "--bare", str(config), *sets], tmp)
+        return wall, cpu, float(out.split("ROUND_PERIOD")[-1])
 
 
 def bare(config_path: Path, overrides: list[str]) -> None:
@@ -114,6 +134,12 @@ def bare(config_path: Path, overrides: list[str]) -> None:
         task_names=[t.name for t in config.tasks],
         task_types=[t.type for t in config.tasks],
     )
+    marks: dict[int, float] = {}
+
+    def mark(update: Any, server_round: int, weights: Any) -> Any:  # called as a round's updates are done
+        marks.setdefault(server_round, time.perf_counter())
+        return update
+
     simulate(
         partners,
         spec=spec,
@@ -122,7 +148,10 @@ def bare(config_path: Path, overrides: list[str]) -> None:
         settings=p.TrainSettings(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay),
         rounds=config.federation.rounds,
         seed=config.seed,
+        seal=mark,
     )
+    rounds = config.federation.rounds
+    print(f"ROUND_PERIOD {(marks[rounds] - marks[2]) / (rounds - 2)}")
 
 
 def main() -> None:
@@ -133,22 +162,33 @@ def main() -> None:
         action="store_true",
         help="Prefect's and MLflow's databases exist before the timed run (a user's second run); default: fresh",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each case; the least-disturbed (minimum) time is reported"
+    )
     parser.add_argument("--bare", nargs="+", metavar=("CONFIG", "KEY=VALUE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         bare(Path(args.bare[0]), args.bare[1:])
         return
     r1, r2 = args.rounds, 2 * args.rounds
-    t, c = {}, {}
-    for rounds in (r1, r2):  # interleaved, so that load changes hit both alike
-        for kind in ("bare", "flow"):
-            t[kind, rounds], c[kind, rounds] = run_case(kind, rounds, args.warm_stores)
-            print(
-                f"  {kind:<5} {rounds:>3} rounds: {t[kind, rounds]:6.1f} s wall, {c[kind, rounds]:6.1f} s CPU"
-                f" (load average {os.getloadavg()[0]:.1f})",
-                flush=True,
-            )
+    t: dict[tuple[str, int], float] = {}
+    c: dict[tuple[str, int], float] = {}
+    period: dict[str, list[float]] = {"bare": [], "flow": []}
+    for _ in range(args.repeat):
+        for rounds in (r1, r2):  # interleaved, so that load changes hit all cases alike
+            for kind in ("bare", "flow"):
+                wall, cpu, per_round = run_case(kind, rounds, args.warm_stores)
+                t[kind, rounds] = min(wall, t.get((kind, rounds), wall))
+                c[kind, rounds] = min(cpu, c.get((kind, rounds), cpu))
+                period[kind].append(per_round)
+                print(
+                    f"  {kind:<5} {rounds:>3} rounds: {wall:6.1f} s wall, {cpu:6.1f} s CPU, steady round"
+                    f" {per_round:.3f} s (load average {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
     stores = "existing" if args.warm_stores else "fresh"
+    if args.repeat > 1:
+        print(f"\nminimum of {args.repeat} runs per case")
     print(f"\ndemo federation, 3 partners x {r1} rounds, fresh processes, start-up included (baselines off),")
     print(f"{stores} Prefect and MLflow databases; CPU: the process and its children (Prefect's server)")
     print(f"{'target':<46} {'figure':>16}  {'reference':<22} ratio")
@@ -165,6 +205,11 @@ def main() -> None:
             f"{'4. marginal cost of a round, ' + unit:<46} {per_round['flow']:>14.2f} s  "
             f"{'bare ' + format(per_round['bare'], '.2f') + ' s/round':<22} {extra:+.2f} s (target <= 0.3 s)"
         )
+    flow, bare_round = statistics.median(period["flow"]), statistics.median(period["bare"])
+    print(
+        f"{'4. steady-state round (rounds 2..N, median), wall':<46} {flow:>14.2f} s  "
+        f"{'bare ' + format(bare_round, '.2f') + ' s/round':<22} {flow - bare_round:+.2f} s (target <= 0.3 s)"
+    )
 
 
 if __name__ == "__main__":
