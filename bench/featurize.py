@@ -39,7 +39,14 @@ from rdkit import Chem, rdBase
 sys.path.insert(0, str(Path(__file__).parent))
 from molecules import write_library  # noqa: E402
 
-from molfed.chem.encode import concat_codes, encode_mol, encode_smiles  # noqa: E402
+from molfed.chem.encode import (  # noqa: E402
+    _DATIVE_OR_EXTENSION,
+    _DIRECTION_OR_EXTENSION,
+    _RING_OR_EXTENSION,
+    concat_codes,
+    encode_mol,
+    encode_smiles,
+)
 from molfed.chem.featurize import graphs_from_codes  # noqa: E402
 from molfed.chem.standardize import StandardizeOptions, parse_many, standardize_mol  # noqa: E402
 
@@ -65,8 +72,8 @@ def row(name: str, value: str, reference: str = "", ratio: str = "") -> None:
 def rdkit_calls(mol: Chem.Mol, text: str) -> None:
     """Only the RDKit calls that read the features (what any Python featurizer of this feature set must make),
     with the getters that the SMILES text rules out skipped as ``encode_smiles`` skips them."""
-    ring, chiral = any(c in text for c in "0123456789%|"), "@" in text or "|" in text
-    stereo, dative = any(c in text for c in "/\\|"), any(c in text for c in "<>|")
+    ring, chiral = not _RING_OR_EXTENSION.isdisjoint(text), "@" in text or "|" in text
+    stereo, dative = not _DIRECTION_OR_EXTENSION.isdisjoint(text), not _DATIVE_OR_EXTENSION.isdisjoint(text)
     atom, bond = mol.GetAtomWithIdx, mol.GetBondWithIdx
     for i in range(mol.GetNumAtoms()):
         a = atom(i)

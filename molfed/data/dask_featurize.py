@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rdkit import Chem
 
 from molfed.chem.encode import MolCodes, concat_codes
 from molfed.chem.standardize import StandardizeOptions
@@ -162,17 +161,16 @@ def featurize_chunk(spec: LibrarySpec, chunk: Chunk) -> ChunkResult:
 
 
 def _load_part(result: ChunkResult) -> list[Outcome]:
-    """A part's rows in row order, as :func:`~molfed.data.library.process_chunk` gave them (molecules left empty:
-    the merge needs keys, labels, codes and scaffolds)."""
+    """A part's rows in row order, as :func:`~molfed.data.library.process_chunk` gives them featurized (no
+    molecules: the merge needs keys, labels, codes and scaffolds)."""
     if file_digest(result.part) != result.part_digest:
         raise InputError("featurized part changed after it was written (digest differs)", path=str(result.part))
     with np.load(result.part, allow_pickle=False) as p:
         arrays = {name: p[name] for name in p.files}
     rows, y = arrays["rows"].tolist(), arrays["y"].tolist()
     keys, smiles, scaffolds = (_strings(arrays, name) for name in ("inchikeys", "smiles", "scaffolds"))
-    empty = Chem.Mol()
     outcomes: list[Outcome] = [
-        (Candidate(r, empty, s, k, tuple(v)), (codes, scaffold))
+        (Candidate(r, None, s, k, tuple(v)), (codes, scaffold))
         for r, s, k, v, codes, scaffold in zip(rows, smiles, keys, y, _mol_codes(arrays), scaffolds, strict=True)
     ]
     fields = (_strings(arrays, f"reject_{f}") for f in ("reason", "column", "detail"))
