@@ -15,8 +15,9 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Batch, Data
 
-from molfed.chem.encode import CodeArrays, concat_codes, encode_mol, encode_smiles
+from molfed.chem.encode import CodeArrays, concat_codes, encode_mol, encode_mols, encode_smiles
 from molfed.chem.featurize import _graph, graphs_from_codes, mol_to_graph
+from molfed.chem.pickles import decode_pickles
 from molfed.chem.standardize import StandardizeOptions, parse_many, parse_smiles, standardize_mol
 
 ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I")
@@ -185,9 +186,8 @@ def test_bond_stereo_after_stereo_perception_equals_reference(mols):
 
 
 def test_encode_smiles_equals_parse_then_encode_and_reports_failures(smiles):
-    # every demo and tricky molecule, failures, and texts that test encode_smiles's shortcuts (chiral tags only
-    # with '@' or a CXSMILES extension, rings only with ring-closure digits, bond stereo only with '/' or '\\',
-    # bond orders as floats unless a dative bond is possible)
+    # every demo and tricky molecule, failures, and texts with chiral tags, CXSMILES extensions, ring closures,
+    # bond stereo, dative and quadruple bonds (encode_smiles decodes RDKit pickles; encode_mol calls getters)
     shortcuts = ["C[C@H](N)O", "[13CH3]C", "N[C@@H](C)C(=O)O |&1:1|", "C[C@H]1CC1", "C/C=C/C", "C%10CC%10"]
     shortcuts += ["F/C=C\\F", "C1CCC/C=C/CCC1", "CC=CC", "C=CC#N", "[NH3]->[Cu+2]", "[Cu+2]<-N", "[Mo]$[Mo]"]
     shortcuts += ["C/C=C/C |c:1|", "OC(=O)c1ccccc1", "C=C1CCC1=O"]
@@ -202,6 +202,25 @@ def test_encode_smiles_equals_parse_then_encode_and_reports_failures(smiles):
     for name, a, b in zip(CodeArrays._fields, codes, expected, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert parse_many(texts) is not None and [r for _, r in parse_many(texts)] == list(reasons)
+
+
+def test_pickle_path_equals_getters_on_raw_standardized_and_stereo_perceived(mols):
+    options = StandardizeOptions()
+    perceived = [Chem.Mol(m) for m in mols]
+    for mol in perceived:
+        Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
+    for what, batch in (
+        ("raw", mols),
+        ("standardized", [standardize_mol(m, options) for m in mols]),
+        ("stereo perceived", perceived),
+    ):
+        fast = encode_mols(batch)
+        expected = concat_codes(encode_mol(m) for m in batch)
+        for name, a, b in zip(CodeArrays._fields, fast, expected, strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b), (what, name)
+        # the fast path did the work (a format change would silently send everything to the getters)
+        decoded = decode_pickles([m.ToBinary() for m in batch]).decoded
+        assert decoded.mean() > 0.95, (what, decoded.mean())
 
 
 def test_batch_featurization_equals_one_by_one(mols):
