@@ -16,15 +16,18 @@ Then, on libraries of distinct analogs (``--library`` sizes): the whole library 
 standardize, InChIKey, duplicates, graph codes, scaffolds, tensors, cache write) cold with 1 and with 2 worker
 processes, each in a new process, with the CPU time of all processes (workers included), and the cache hit. As the
 reference for the 2-process figure, two independent 1-process runs at once show what the 2 cores give this work
-with nothing shared (a hypervisor's vCPUs, shared caches and memory bandwidth can keep that below 2x).
+with nothing shared (a hypervisor's vCPUs, shared caches and memory bandwidth can keep that below 2x). All cases
+run ``--library-runs`` times, in turn; ratios are taken within a run and their median is printed with their range:
+this VM's speed drifts by 10-30% over minutes, which ratios of runs minutes apart would measure instead.
 
-    python bench/featurize.py [--repeat 3] [--library 1000 2000 4000 8000]
+    python bench/featurize.py [--repeat 3] [--library 1000 2000 4000 8000] [--library-runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,30 +129,44 @@ print(result.cache_hit, len(result.graphs), wall, cpu + forkserver_cpu())
 """
 
 
-def library(n: int) -> dict[str, float]:
-    """Seconds (wall, and CPU of all processes) of cold runs with 1 and 2 workers and of a cache hit."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_library(Path(tmp) / "lib.csv", n)
-        out = {}
-        for case, workers, ws in (("cold1", 1, "ws1"), ("cold2", 2, "ws2"), ("warm", 1, "ws1")):
-            args = [sys.executable, "-c", CHILD, str(path), str(Path(tmp) / ws), str(workers)]
-            hit, n_graphs, wall, cpu = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
-            assert (hit == "True") == (case == "warm")
-            out[case], out[f"{case}_cpu"], out["n"] = float(wall), float(cpu), int(n_graphs)
-        # The machine's own ceiling: two independent 1-process runs at once (no pool, nothing shared but the
-        # hardware), timed from the start of both to the end of the slower.
-        start = time.perf_counter()
-        both = [
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(path), str(Path(tmp) / f"pair{i}"), "1"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(2)
-        ]
-        walls = [float(p.communicate()[0].split()[2]) for p in both]
-        assert all(p.returncode == 0 for p in both)
-        out["pair"], out["pair_span"] = max(walls), time.perf_counter() - start
+def _child(path: Path, workspace: Path, workers: int) -> tuple[bool, int, float, float]:
+    args = [sys.executable, "-c", CHILD, str(path), str(workspace), str(workers)]
+    hit, n_graphs, wall, cpu = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    return hit == "True", int(n_graphs), float(wall), float(cpu)
+
+
+def _pair(path: Path, workspaces: tuple[Path, Path]) -> float:
+    """The machine's own ceiling: two independent 1-process runs at once (no pool, nothing shared but the
+    hardware); the slower one's featurization seconds."""
+    both = [
+        subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(ws), "1"], stdout=subprocess.PIPE, text=True)
+        for ws in workspaces
+    ]
+    walls = [float(p.communicate()[0].split()[2]) for p in both]
+    assert all(p.returncode == 0 for p in both)
+    return max(walls)
+
+
+def library(n: int, runs: int) -> dict[str, list[float]]:
+    """Per run, seconds (wall, and CPU of all processes) of a cold run with 1 and with 2 workers, of two independent
+    1-process runs at once and of a cache hit. The cases of a run follow each other within a minute, so each run
+    gives ratios measured at one speed of the machine (this VM's speed drifts by 10-30% over minutes)."""
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        path = write_library(tmp / "lib.csv", n)
+        out: dict[str, list[float]] = {}
+        for run in range(runs):
+            for case, workers in (("cold1", 1), ("cold2", 2)):
+                hit, n_graphs, wall, cpu = _child(path, tmp / f"{case}-{run}", workers)
+                assert not hit
+                out.setdefault(case, []).append(wall)
+                out.setdefault(f"{case}_cpu", []).append(cpu)
+            out.setdefault("pair", []).append(_pair(path, (tmp / f"pair-{run}-a", tmp / f"pair-{run}-b")))
+            hit, _, wall, cpu = _child(path, tmp / f"cold1-{run}", 1)
+            assert hit
+            out.setdefault("warm", []).append(wall)
+            out.setdefault("warm_cpu", []).append(cpu)
+        out["n"] = [n_graphs]
     return out
 
 
@@ -179,33 +196,39 @@ def print_per_core(r: dict[str, tuple[float, float]]) -> None:
     row("   standardize_mol (separate step)", rate("standardize"), "bare MolFromSmiles", ratio("standardize", "bare"))
 
 
-def print_library(sizes: list[int]) -> None:
+def print_library(sizes: list[int], runs: int) -> None:
     print("\nlibrary pipeline, cold, distinct molecules (FreeSolv + analogs), read to graphs, each run a new process;")
+    print(f"{runs} runs of all cases; times: median over runs; ratios: median [min-max] of the per-run ratios;")
     print("CPU = all processes (2 workers: this one, the forkserver and its pool process)")
     row("molecules: case", "mol/s (wall)", "reference", "ratio")
     for size in sizes:
-        lib = library(size)
-        n = lib["n"]
-        row(f"{n}: 1 process", f"{n / lib['cold1']:.0f}", f"{lib['cold1']:.2f} s, {lib['cold1_cpu']:.2f} CPU-s")
+        lib = library(size, runs)
+        n = int(lib["n"][0])
+        med = {k: statistics.median(v) for k, v in lib.items()}
+
+        def ratio(num: str, den: str, scale: float = 1.0, lib: dict[str, list[float]] = lib) -> str:
+            r = sorted(scale * a / b for a, b in zip(lib[num], lib[den], strict=True))
+            return f"{statistics.median(r):.2f}x [{r[0]:.2f}-{r[-1]:.2f}]"
+
+        row(f"{n}: 1 process", f"{n / med['cold1']:.0f}", f"{med['cold1']:.2f} s, {med['cold1_cpu']:.2f} CPU-s")
         row(
             f"{n}: 2 processes",
-            f"{n / lib['cold2']:.0f}",
-            f"{lib['cold2']:.2f} s, {lib['cold2_cpu']:.2f} CPU-s",
-            f"{lib['cold1'] / lib['cold2']:.2f}x wall (target >= 1.7x); CPU {lib['cold2_cpu'] / lib['cold1_cpu']:.2f}x"
-            f" of 1 process -> {2 * lib['cold1_cpu'] / lib['cold2_cpu']:.2f}x on 2 idle cores",
+            f"{n / med['cold2']:.0f}",
+            f"{med['cold2']:.2f} s, {med['cold2_cpu']:.2f} CPU-s",
+            f"{ratio('cold1', 'cold2')} wall (target >= 1.7x); CPU-projected on 2 idle cores "
+            f"{ratio('cold1_cpu', 'cold2_cpu', 2.0)}",
         )
         row(
             f"{n}: 2 independent 1-process runs at once",
-            f"{2 * n / lib['pair']:.0f}",
-            f"{lib['pair']:.2f} s the slower",
-            f"{2 * lib['cold1'] / lib['pair']:.2f}x (the machine's 2-core ceiling for this work)",
+            f"{2 * n / med['pair']:.0f}",
+            f"{med['pair']:.2f} s the slower",
+            f"{ratio('cold1', 'pair', 2.0)} (what the 2 cores give this work with nothing shared)",
         )
         row(
             f"{n}: cache hit",
-            f"{lib['warm'] * 1000:.0f} ms",
-            f"{lib['warm_cpu'] * 1000:.0f} ms CPU",
-            f"{lib['cold1'] / lib['warm']:.0f}x faster, {lib['cold1_cpu'] / lib['warm_cpu']:.0f}x less CPU"
-            " than cold, 1 process (target >= 50x)",
+            f"{med['warm'] * 1000:.0f} ms",
+            f"{med['warm_cpu'] * 1000:.0f} ms CPU",
+            f"{ratio('cold1', 'warm')} faster than cold, 1 process (target >= 50x)",
         )
 
 
@@ -217,6 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--library", type=int, nargs="*", default=[1000, 2000, 4000, 8000], help="library sizes (0: skip)"
     )
+    parser.add_argument("--library-runs", type=int, default=3, help="runs of all library cases (median of ratios)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     smiles = list(dm.data.freesolv()["smiles"]) * args.repeat
@@ -228,7 +252,7 @@ def main() -> None:
     print_per_core(per_core(smiles, args.chunk, args.rounds))
     sizes = [n for n in args.library if n > 0]
     if sizes:
-        print_library(sizes)
+        print_library(sizes, args.library_runs)
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("(On a shared machine the wall ratios mostly measure other users' load; the CPU-time figures are the")
     print(" processes' own work: 2 * CPU(1 process) / CPU(2 processes) is the speed-up 2 idle cores would give.)")

@@ -17,7 +17,7 @@ for molecules the decoder does not cover.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "encode_mols",
     "encode_pickles",
     "encode_smiles",
+    "split_codes",
 ]
 
 _HT = Chem.HybridizationType
@@ -323,6 +324,21 @@ _EMPTY: Final = CodeArrays(
     np.zeros(0, np.int32),
     np.zeros(0, np.int32),
 )
+
+
+def split_codes(codes: CodeArrays) -> Iterator[MolCodes]:
+    """One :class:`MolCodes` per molecule of concatenated codes (the inverse of :func:`concat_codes`)."""
+    atoms = np.ascontiguousarray(codes.atoms, dtype=np.int32).tobytes()
+    bonds = np.ascontiguousarray(codes.bonds, dtype=np.uint8).tobytes()
+    ends = np.ascontiguousarray(codes.ends, dtype=np.int32).tobytes()
+    a = b = 0
+    for n_atoms, n_bonds in zip(codes.num_atoms.tolist(), codes.num_bonds.tolist(), strict=True):
+        yield MolCodes(
+            array("i", atoms[4 * a : 4 * (a + n_atoms)]),
+            array("B", bonds[b : b + n_bonds]),
+            array("i", ends[8 * b : 8 * (b + n_bonds)]),
+        )
+        a, b = a + n_atoms, b + n_bonds
 
 
 def concat_codes(codes: Iterable[MolCodes]) -> CodeArrays:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from molfed.chem.encode import MolCodes, concat_codes
+from molfed.chem.encode import CodeArrays, MolCodes, concat_codes, split_codes
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.labels import Candidate, resolve_duplicates
 from molfed.data.library import Outcome, Reject, file_digest, process_chunk
@@ -195,15 +194,7 @@ def _strings(arrays: dict[str, np.ndarray], name: str) -> list[str]:
 
 def _mol_codes(arrays: dict[str, np.ndarray]) -> Iterator[MolCodes]:
     """Split a part's concatenated codes back into one :class:`MolCodes` per molecule."""
-    atoms, bonds, ends = arrays["atoms"], arrays["bonds"], arrays["ends"]
-    a = b = 0
-    for n_atoms, n_bonds in zip(arrays["num_atoms"].tolist(), arrays["num_bonds"].tolist(), strict=True):
-        yield MolCodes(
-            array("i", atoms[a : a + n_atoms].tobytes()),
-            array("B", bonds[b : b + n_bonds].tobytes()),
-            array("i", ends[b : b + n_bonds].tobytes()),
-        )
-        a, b = a + n_atoms, b + n_bonds
+    return split_codes(CodeArrays(*(arrays[name] for name in CodeArrays._fields)))
 
 
 def _ordered(results: Sequence[ChunkResult]) -> list[ChunkResult]:

@@ -36,7 +36,7 @@ from typing import Literal, get_args
 import numpy as np
 from rdkit import Chem, rdBase
 
-from molfed.chem.encode import MolCodes, encode_mol
+from molfed.chem.encode import MolCodes, encode_pickles, split_codes
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, reason_detail, standardize_mol
 from molfed.data.labels import Candidate, parse_label, resolve_duplicates
 from molfed.data.parallel import map_chunks
@@ -276,18 +276,27 @@ def process_chunk(
 ) -> list[Outcome]:
     """Turn records into candidates or rejects, in order, with graph codes and scaffolds if ``featurize``.
 
-    The per-row work of :func:`read_library` (run in this process or a worker); RDKit's logs are blocked.
+    The per-row work of :func:`read_library` (run in this process or a worker); RDKit's logs are blocked. The
+    chunk's molecules are encoded together (:func:`~molfed.chem.encode.encode_pickles`) and then dropped: they
+    are not needed any more, and pool processes would otherwise pickle them back.
     """
-    out: list[Outcome] = []
+    outcomes: list[Candidate | Reject] = []
+    featurized: list[int] = []  # indices into outcomes
+    pickles: list[bytes] = []
+    scaffolds: list[str] = []
     with rdBase.BlockLogs():
         for record in records:
             outcome = _process(record, structure_column, label_columns, task_types, options)
-            extra = None
             if featurize and isinstance(outcome, Candidate) and outcome.mol is not None:
-                extra = (encode_mol(outcome.mol), murcko_scaffold(outcome.mol))
-                outcome = replace(outcome, mol=None)  # not needed any more; spares pickling it back
-            out.append((outcome, extra))
-    return out
+                featurized.append(len(outcomes))
+                pickles.append(outcome.mol.ToBinary())
+                scaffolds.append(murcko_scaffold(outcome.mol))
+                outcome = replace(outcome, mol=None)
+            outcomes.append(outcome)
+    extras: list[tuple[MolCodes, str] | None] = [None] * len(outcomes)
+    for index, codes, scaffold in zip(featurized, split_codes(encode_pickles(pickles)), scaffolds, strict=True):
+        extras[index] = (codes, scaffold)
+    return list(zip(outcomes, extras, strict=True))
 
 
 def _check_arguments(
