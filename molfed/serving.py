@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from torch_geometric.data import Batch
 
-from molfed.chem.featurize import mol_to_graph
+from molfed.chem.encode import encode_mols
+from molfed.chem.featurize import graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, standardize_mol
 from molfed.models.model import MoleculeModel
 
@@ -23,13 +24,14 @@ def predict_smiles(
     n_tasks = len(model.spec.task_names)
     preds = np.full((len(smiles), n_tasks), np.nan, dtype=np.float64)
     valid = np.zeros(len(smiles), dtype=bool)
-    graphs, index = [], []
+    mols, index = [], []
     for i, s in enumerate(smiles):
         mol, _ = parse_smiles(s)
         if mol is None:
             continue
-        graphs.append(mol_to_graph(standardize_mol(mol, standardize)))
+        mols.append(standardize_mol(mol, standardize))
         index.append(i)
+    graphs = graphs_from_codes(encode_mols(mols))
     device = next(model.parameters()).device
     model.eval()
     for start in range(0, len(graphs), batch_size):

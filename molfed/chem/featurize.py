@@ -35,10 +35,10 @@ Bond features (``BOND_DIM = 11``):
 For SMILES, ``graphs_from_codes(encode_smiles(smiles)[0])`` (:func:`~molfed.chem.encode.encode_smiles`) is
 the fastest path from text to graphs.
 
-Speed: RDKit's part (:func:`~molfed.chem.encode.encode_mol`, compact integer codes per atom and bond) is
-separate from the tensor part (:func:`graphs_from_codes`), which expands the codes of many molecules at once
-with numpy and slices the result into per-molecule views; so featurizing a library costs one pass of RDKit
-getters per atom and bond, a few vectorized array operations per library, and one small ``Data`` per molecule.
+Speed: RDKit's part (:func:`~molfed.chem.encode.encode_mols`, compact integer codes per atom and bond, read from
+RDKit's binary pickles in batches) is separate from the tensor part (:func:`graphs_from_codes`), which expands the
+codes of many molecules at once with numpy and slices the result into per-molecule views; so featurizing a library
+costs one RDKit call per molecule, a few vectorized array operations per batch, and one small ``Data`` per molecule.
 
 Change :data:`FEATURIZER_VERSION` whenever the meaning of a column changes; it is
 part of :func:`featurizer_signature`, the cache key of featurized graphs.
@@ -199,7 +199,7 @@ def _collector_paused() -> Iterator[None]:
 def mol_to_graph(mol: Chem.Mol, y: Sequence[float] | np.ndarray | None = None) -> Data:
     """Featurize one sanitized RDKit molecule into a PyG graph.
 
-    For many molecules, :func:`~molfed.chem.encode.encode_mol` each and call :func:`graphs_from_codes` once.
+    For many molecules, call :func:`graphs_from_codes` once on :func:`~molfed.chem.encode.encode_mols`'s codes.
 
     Parameters
     ----------
