@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/molfed init  # Prefect's database migrations once, into a template new PREFECT_HOMEs start from
 	@touch $@
 
 demo: setup

@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--tracking-uri", default=None, help="default: the config's, else $MLFLOW_TRACKING_URI, ./mlruns")
     aud.add_argument("--prefect-home", type=Path, default=None, help="default: $PREFECT_HOME, else ~/.prefect")
     aud.add_argument("--path", action="append", default=[], type=Path, help="more files or folders (logs)")
+    sub.add_parser(
+        "init", help="one-time set-up: an empty, migrated Prefect database that new PREFECT_HOMEs start from"
+    )
     keygen = sub.add_parser(
         "keygen", help="write a partner's update-signing key into its workspace, print the public key"
     )
@@ -130,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_audit(args)
         if args.command == "keygen":
             return _keygen(args.workspace, args.force)
+        if args.command == "init":
+            return _init()
     except MolfedError as exc:
         print(f"molfed: error: {exc}", file=sys.stderr)
         return 2
@@ -150,6 +155,14 @@ def _start_prefect_early(verbose: bool) -> None:
 
 
 _EARLY_SERVER: Any = None
+
+
+def _init() -> int:
+    from molfed.startup import build_template
+
+    prefect_environment()
+    print(f"Prefect database template: {build_template()}")
+    return 0
 
 
 def _write_demo_data(out_dir: Path, *, seed: int, only_if_missing: bool) -> None:

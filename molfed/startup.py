@@ -7,6 +7,12 @@ same ``PREFECT__SERVER_EPHEMERAL`` environment, same ``PREFECT_HOME`` database) 
 MLflow and Prefect are imported, and points ``PREFECT_API_URL`` at it, so the server's start and our imports run
 side by side; :meth:`EarlyServer.wait` blocks until it answers. It stops when the process exits, as Prefect's does.
 
+A new ``PREFECT_HOME`` would also make that server run Prefect's database migrations (~13 CPU-s here: alembic
+rebuilding SQLite tables). ``molfed init`` (run by ``make setup``) runs them once per installed Prefect version into
+an empty template database kept in the environment (:func:`template_path`); :func:`seed_prefect_database` copies it
+into a ``PREFECT_HOME`` that has no database yet, so Prefect finds its migrations done (on a later Prefect the
+template has another name, so it is not used until ``molfed init`` runs again; an older one would just be migrated).
+
 Whenever Prefect could be configured elsewhere (``PREFECT_API_URL`` set, a Prefect profile or settings file that
 names an API or switches the ephemeral mode, or Prefect already imported), nothing is started and Prefect behaves
 as it always does.
@@ -17,12 +23,16 @@ This module imports neither Prefect nor anything heavy.
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import importlib.util
 import os
 import random
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import types
@@ -39,6 +49,11 @@ _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PRE
 _PORTS = range(8000, 9000)  # Prefect's ephemeral port range
 _PORT_IN_USE = 3  # uvicorn's exit status when the port is taken
 _SETTINGS = ("PREFECT_API_URL", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "PREFECT_SERVER_EPHEMERAL_ENABLED")
+_DATABASE_SETTINGS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+_MIGRATE = (
+    "import asyncio; from prefect.server.database import provide_database_interface as db; "
+    "asyncio.run(db().create_db())"
+)
 
 
 def lazy_optional_imports() -> None:
@@ -62,11 +77,64 @@ def lazy_optional_imports() -> None:
     sys.modules[name] = stub
 
 
+def prefect_home() -> Path:
+    """``PREFECT_HOME`` as Prefect resolves it by default."""
+    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+
+
+def template_path() -> Path:
+    """Where ``molfed init`` keeps the empty, migrated Prefect database for the installed Prefect version."""
+    return Path(sys.prefix) / "share" / "molfed" / f"prefect-{importlib.metadata.version('prefect')}.db"
+
+
+def build_template() -> Path:
+    """Run Prefect's migrations on an empty database in a scratch ``PREFECT_HOME`` (a subprocess, so it works
+    whether or not Prefect is imported here) and keep the result as :func:`template_path`.
+
+    Raises
+    ------
+    MolfedError
+        If the migrations fail.
+    """
+    target = template_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="molfed-prefect-template-") as scratch:
+        env = {**os.environ, "PREFECT_HOME": scratch}
+        for name in _DATABASE_SETTINGS:
+            env.pop(name, None)
+        done = subprocess.run([sys.executable, "-c", _MIGRATE], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise MolfedError(f"Prefect's database migrations failed:\n{done.stderr[-2000:]}")
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # SQLite's backup copies a consistent database, write-ahead log included (Prefect uses WAL mode).
+        with closing(sqlite3.connect(Path(scratch) / "prefect.db")) as src, closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+        os.replace(partial, target)
+    return target
+
+
+def seed_prefect_database(home: Path) -> bool:
+    """Copy the template database into ``home`` if it has no ``prefect.db`` yet; True if copied.
+
+    Nothing happens without a template (``molfed init`` not run) or when a database URL is set in the environment.
+    The copy lands under a temporary name first, so Prefect never sees half a database.
+    """
+    target = home / "prefect.db"
+    template = template_path()
+    if target.exists() or not template.is_file() or any(k in os.environ for k in _DATABASE_SETTINGS):
+        return False
+    home.mkdir(parents=True, exist_ok=True)
+    partial = home / f".prefect.db.{os.getpid()}.tmp"
+    shutil.copyfile(template, partial)
+    os.replace(partial, target)
+    return True
+
+
 def _configured_elsewhere() -> bool:
     """True when Prefect's API or ephemeral mode may be set by anything but molfed's defaults (be conservative)."""
     if "prefect" in sys.modules or any(k in os.environ for k in _SETTINGS) or os.environ.get("PREFECT_PROFILE"):
         return True
-    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    home = prefect_home()
     profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
     if profiles.exists():
         try:
@@ -128,6 +196,7 @@ class EarlyServer:
         """Start the server and set ``PREFECT_API_URL`` when Prefect would start an ephemeral one; else None."""
         if _configured_elsewhere():
             return None
+        seed_prefect_database(prefect_home())
         server = cls()
         server._launch()
         os.environ["PREFECT_API_URL"] = server.api_url

@@ -85,3 +85,30 @@ def test_deferred_rfc3987_import_keeps_iri_validation():
 def test_partner_tasks_share_the_cores(monkeypatch, concurrent, cores, expected):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
     assert threads_per_partner(concurrent) == expected
+
+
+def test_template_database_is_migrated_and_seeds_only_a_home_without_one(tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(startup, "template_path", lambda: tmp_path / "share" / "prefect-x.db")
+    home = tmp_path / "home"
+    assert not startup.seed_prefect_database(home) and not home.exists()  # no template yet: nothing happens
+
+    template = startup.build_template()  # Prefect's real migrations, in a subprocess
+    with sqlite3.connect(template) as db:
+        (revision,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert revision and {"flow", "flow_run", "task_run", "deployment"} <= tables
+    assert not list(template.parent.glob(".*.tmp"))
+
+    assert startup.seed_prefect_database(home)
+    assert (home / "prefect.db").read_bytes() == template.read_bytes()
+    assert [p.name for p in home.iterdir()] == ["prefect.db"]  # no partial copy left behind
+
+    (home / "prefect.db").write_bytes(b"someone's database")
+    assert not startup.seed_prefect_database(home)  # an existing database is never replaced
+    assert (home / "prefect.db").read_bytes() == b"someone's database"
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://db/prefect")
+    assert not startup.seed_prefect_database(other) and not other.exists()  # Prefect's database is elsewhere

@@ -38,6 +38,7 @@ from molfed.federated import keys
 from molfed.federated.secure.site import run_dir
 from molfed.federated.signing import generate_keypair
 from molfed.federated.weights import load_weights
+from molfed.startup import seed_prefect_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.sites]
 
@@ -154,7 +155,8 @@ def consortium(tmp_path_factory):
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     base_env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
 
-    # Prefect server (SQLite) with basic auth.
+    # Prefect server (SQLite) with basic auth; its database from molfed init's template when there is one.
+    seed_prefect_database(root / "prefect-server")
     server_env = {
         **base_env,
         "PREFECT_HOME": str(root / "prefect-server"),
