@@ -9,7 +9,8 @@ difference of two fresh-process totals is noisy (a few seconds of start-up noise
 times its steady-state round, rounds 2..N, inside the process: the bare loop from the moment each round's updates
 are done, the flow from the MLflow timestamps of each round's commit. Wall and CPU seconds (process + children) are
 printed: on a shared machine the CPU ratio is the steadier figure. By default
-Prefect's and MLflow's databases are created by the timed run (a first run); ``--warm-stores`` times a second run.
+Prefect's and MLflow's databases are created by the timed run (a first run: Prefect's from ``molfed init``'s
+migrated template when set-up made one, as for any new ``PREFECT_HOME``); ``--warm-stores`` times a second run.
 
     python bench/overhead.py [--rounds 10] [--warm-stores] [--repeat 3]
 """
@@ -186,7 +187,10 @@ def main() -> None:
                     f" {per_round:.3f} s (load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-    stores = "existing" if args.warm_stores else "fresh"
+    from molfed.startup import template_path
+
+    seeded = " (Prefect's from molfed init's template)" if template_path().is_file() else " (no molfed init template)"
+    stores = "existing" if args.warm_stores else "fresh" + seeded
     if args.repeat > 1:
         print(f"\nminimum of {args.repeat} runs per case")
     print(f"\ndemo federation, 3 partners x {r1} rounds, fresh processes, start-up included (baselines off),")
