@@ -20,7 +20,7 @@ from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated.checkpoint import Sections
 from molfed.federated.jobs import private_metrics
-from molfed.federated.partner import combine_moments
+from molfed.federated.partner import check_local_device, combine_moments
 from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
@@ -46,6 +46,8 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         strategy = build_strategy(config.federation.strategy, **config.federation.strategy_options)
     except ValueError as exc:
         raise ConfigError(f"federation.strategy_options: {exc}") from None
+    if config.mode == "local":  # the partners train in this process: its devices are theirs
+        check_local_device(config.device)
     privacy = config.privacy
     strategy = dp.wrap_strategy(
         strategy, **privacy.model_dump(include={"mode", "noise_multiplier", "max_grad_norm", "noise_seed"})

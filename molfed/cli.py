@@ -208,7 +208,11 @@ def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> in
 
     if not verbose:  # after mlflow's import, which configures its own loggers
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+    from molfed.federated.partner import check_local_device
     from molfed.federated.strategies import QuorumError
+
+    if config.mode == "local":  # before Prefect or MLflow start anything
+        check_local_device(config.device)
 
     console = Console()
     listener = _RichListener(console)

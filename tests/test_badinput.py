@@ -418,3 +418,23 @@ def test_privacy_check_finds_a_planted_value(corpus):
         with pytest.raises(AssertionError):
             assert_private(planted, files)
     assert_private("partner 'acme': non_finite_label 6; see info in report", files)
+
+
+def test_cuda_on_a_machine_without_one_is_a_one_line_config_error(monkeypatch, capsys, tmp_path):
+    import torch
+
+    from molfed.cli import main
+    from molfed.federated.partner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"  # device: auto picks CUDA when there is one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_device("cuda")
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    store = tmp_path / "mlflow.db"
+    code = main(["run", str(config), "--set", "device=cuda", "--set", f"tracking.tracking_uri=sqlite:///{store}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'cuda'" in err and "Traceback" not in err
+    assert not store.exists()  # refused before MLflow or Prefect started anything

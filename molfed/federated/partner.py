@@ -21,6 +21,7 @@ from torch_geometric.data import Data
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.split import split_by_scaffold
+from molfed.errors import ConfigError
 from molfed.federated import private_heads as ph
 from molfed.federated.scaffold import start_control_step
 from molfed.federated.types import (
@@ -206,6 +207,20 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: got 'cuda', but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(device)
+
+
+def check_local_device(device: str) -> None:
+    """Refuse a local-mode ``device`` this machine lacks, before a run starts (the partners train here).
+
+    Raises
+    ------
+    ConfigError
+        If ``cuda`` is requested but not available.
+    """
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def materialize(
