@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -89,7 +89,8 @@ BOND_RADICES: Final = _radices(BOND_BLOCKS)
 assert int(np.prod(ATOM_RADICES)) < 2**31 and int(np.prod(BOND_RADICES)) < 2**8
 
 
-def _pack(indices: Sequence[int], radices: Sequence[int]) -> int:
+def _pack(indices: Sequence[Any], radices: Sequence[int]) -> Any:
+    """Mixed-radix packing of category indices: ints (one atom or bond), or int64 arrays (a batch, elementwise)."""
     code = 0
     for index, radix in zip(indices, radices, strict=True):
         code = code * radix + index
@@ -208,32 +209,23 @@ _ST_TABLE: Final = _table(_ST_INDEX, len(BOND_STEREOS))
 _BATCH: Final = 4096  # molecules decoded at once: bounds the temporary arrays
 
 
-def _pack_columns(columns: Sequence[np.ndarray], radices: Sequence[int]) -> np.ndarray:
-    code = np.zeros(len(columns[0]), dtype=np.int64)
-    for column, radix in zip(columns, radices, strict=True):
-        code = code * radix + column
-    return code
-
-
 def _encode_batch(blobs: Sequence[bytes]) -> list[CodeArrays]:
     """Codes of a batch of pickles as consecutive pieces: decoded runs vectorized, others via :func:`encode_mol`."""
     f = decode_pickles(blobs)
-    atoms = _pack_columns(
-        (
-            _Z_TABLE[f.atomic_num],
-            np.minimum(f.degree, 5),
-            2 + np.clip(f.formal_charge, -2, 2),
-            _HYB_TABLE[f.hybridization],
-            f.aromatic,
-            np.minimum(f.total_hs, 4),
-            f.atom_in_ring,
-            _CHI_TABLE[f.chiral_tag],
-        ),
-        ATOM_RADICES,
-    ).astype(np.int32)
-    bonds = _pack_columns(
-        (_BT_TABLE[f.bond_type], f.conjugated, f.bond_in_ring, _ST_TABLE[f.stereo]), BOND_RADICES
-    ).astype(np.uint8)
+    atom_indices = (
+        _Z_TABLE[f.atomic_num],
+        np.minimum(f.degree, 5),
+        2 + np.clip(f.formal_charge, -2, 2),
+        _HYB_TABLE[f.hybridization],
+        f.aromatic,
+        np.minimum(f.total_hs, 4),
+        f.atom_in_ring,
+        _CHI_TABLE[f.chiral_tag],
+    )
+    bond_indices = (_BT_TABLE[f.bond_type], f.conjugated, f.bond_in_ring, _ST_TABLE[f.stereo])
+    # int64 before packing: the decoded feature arrays are 8-bit and the codes would overflow them
+    atoms = _pack([np.asarray(i, dtype=np.int64) for i in atom_indices], ATOM_RADICES).astype(np.int32)
+    bonds = _pack([np.asarray(i, dtype=np.int64) for i in bond_indices], BOND_RADICES).astype(np.uint8)
     ends = f.ends.astype(np.int32)
     n_atoms, n_bonds = np.diff(f.atom_offsets).astype(np.int32), np.diff(f.bond_offsets).astype(np.int32)
     ao, bo = f.atom_offsets, f.bond_offsets
@@ -241,8 +233,6 @@ def _encode_batch(blobs: Sequence[bytes]) -> list[CodeArrays]:
     # Runs of molecules with the same fate, in order.
     bounds = [0, *(np.flatnonzero(np.diff(f.decoded.astype(np.int8))) + 1).tolist(), len(blobs)]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        if a == b:
-            continue
         if f.decoded[a]:
             pieces.append(
                 CodeArrays(atoms[ao[a] : ao[b]], bonds[bo[a] : bo[b]], ends[bo[a] : bo[b]], n_atoms[a:b], n_bonds[a:b])
@@ -259,9 +249,11 @@ def encode_pickles(blobs: Sequence[bytes]) -> CodeArrays:
     another RDKit pickle version) go through :func:`encode_mol`.
     """
     pieces = [piece for i in range(0, len(blobs), _BATCH) for piece in _encode_batch(blobs[i : i + _BATCH])]
+    if not pieces:
+        return concat_codes(())
     if len(pieces) == 1:
         return pieces[0]
-    return CodeArrays(*(np.concatenate([p[k] for p in pieces] or [empty]) for k, empty in enumerate(_EMPTY)))
+    return CodeArrays(*(np.concatenate(arrays) for arrays in zip(*pieces, strict=True)))
 
 
 def encode_mols(mols: Iterable[Chem.Mol]) -> CodeArrays:
@@ -315,15 +307,6 @@ class CodeArrays(NamedTuple):
     """int32 ``[n]``."""
     num_bonds: np.ndarray
     """int32 ``[n]``."""
-
-
-_EMPTY: Final = CodeArrays(
-    np.zeros(0, np.int32),
-    np.zeros(0, np.uint8),
-    np.zeros((0, 2), np.int32),
-    np.zeros(0, np.int32),
-    np.zeros(0, np.int32),
-)
 
 
 def split_codes(codes: CodeArrays) -> Iterator[MolCodes]:

@@ -19,6 +19,7 @@ from molfed.chem.standardize import StandardizeOptions
 from molfed.data.library import DuplicatePolicy, TaskType, read_library
 from molfed.data.readers import read_records
 from molfed.errors import MolfedError
+from molfed.startup import prefect_home
 
 
 def partner_index(
@@ -114,7 +115,7 @@ def mlflow_roots(tracking_uri: str) -> list[Path]:
 
 def prefect_roots(home: Path | None = None) -> list[Path]:
     """``PREFECT_HOME`` (database, result storage, logs) and a SQLite database configured elsewhere."""
-    roots = [home or Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()]
+    roots = [home or prefect_home()]
     url = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
     if "sqlite" in url and ":///" in url:
         roots.append(Path(url.split(":///", 1)[1]))
