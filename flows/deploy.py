@@ -3,9 +3,10 @@
 - ``federated-training/federated-training`` on pool ``molfed-coordinator``: its parameter is the pydantic config,
   so the Prefect UI renders a form with defaults, descriptions and bounds; the config file becomes its default.
   An optional cron schedule (``schedule:`` in the config) retrains periodically.
-- In sites mode, per partner: pool ``partner-<name>`` (process) and deployments ``partner-job/partner-<name>``
-  (prepare, train, finish) and ``secagg-job/partner-<name>`` (light secure-aggregation steps), which only that
-  partner's worker picks up.
+- In sites mode, per partner: pool ``partner-<name>`` and deployments ``partner-job/partner-<name>`` (prepare,
+  train, finish) and ``secagg-job/partner-<name>`` (secure-aggregation steps). They only give the coordinator's
+  flow runs a pool: the partner's ``molfed site-agent`` serves it and runs its own installed code for signed
+  requests, never the deployment's entrypoint.
 
 Code is pulled from this checkout (``from_source`` with a local directory): every worker must see the same
 checkout path (or point ``source`` at a git URL for a real consortium).
@@ -57,7 +58,7 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
     names = [TRAINING_DEPLOYMENT]
     if config.mode == "sites":
         job = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:partner_job")
-        secagg = flow.from_source(source=str(source), entrypoint="flows/secagg_job.py:secagg_job")
+        secagg = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:secagg_job")
         for partner in config.partners:
             pool = f"partner-{partner.name}"
             ensure_pool(pool)

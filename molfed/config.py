@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molfed.errors import ConfigError
+from molfed.site.policy import SitePolicy
 
 ENCODER_NAMES = ("attentivefp", "gine")
 STRATEGY_NAMES = (
@@ -371,6 +372,12 @@ class IntegrityConfig(_Model):
         "`molfed keygen`. Required for every partner in sites mode; in local mode (simulation) a missing key is "
         "generated in the partner's workspace and read from there.",
     )
+    coordinator_key: Path | None = Field(
+        None,
+        description="Sites mode: the coordinator's Ed25519 private key (PEM file, from `molfed keygen "
+        "--coordinator-key FILE`) that signs every job request; sites act only on requests signed by a key in their "
+        "own trusted_coordinators. Relative paths resolve against the config file's folder.",
+    )
     max_delta_norm: float | None = Field(
         None, gt=0.0, le=1e12, description="Reject an update whose L2 distance to the global weights exceeds this."
     )
@@ -700,7 +707,11 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     if base_dir is None:
         return config
     if config.mode == "sites":
-        return config
+        key = config.integrity.coordinator_key
+        if key is None:
+            return config
+        integrity = config.integrity.model_copy(update={"coordinator_key": _resolve(key, base_dir)})
+        return config.model_copy(update={"integrity": integrity})
     partners = [
         p.model_copy(
             update={
@@ -796,10 +807,22 @@ class SiteConfig(_PrivateTasks):
     dask: DaskConfig | None = Field(
         None, description="Featurize this site's library over a Dask cluster (null: in this process / data.workers)."
     )
+    trusted_coordinators: dict[str, str] = Field(
+        default_factory=dict,
+        description="Name -> Ed25519 public key (base64 or PEM, as `molfed keygen --coordinator-key` prints) of the "
+        "coordinators whose signed job requests this site acts on. Empty: the site agent refuses to start.",
+    )
+    policy: SitePolicy = Field(
+        default_factory=SitePolicy, description="What this site agrees to do (default deny; see molfed/site/policy.py)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SiteConfig:
         self._check_private_tasks("")
+        for name, text in self.trusted_coordinators.items():
+            problem = _public_key_problem(text)
+            if problem:
+                raise ValueError(f"trusted_coordinators.{name}: {problem}")
         return self
 
     def as_partner(self) -> PartnerConfig:

@@ -1,9 +1,10 @@
 """Secure aggregation over sites: the :class:`~molfed.federated.secure.rounds.Transport` of sites mode.
 
-Each protocol step is one ``secagg-job`` run per partner on the partner's own worker (``flows/secagg_job.py``),
-dispatched to all partners at once. The round keys need no job of their own: each partner's round job generates
-them next to the update it holds back, and they arrive with its reply (:attr:`SitePartners.adverts`). So a round
-costs three light jobs per partner on top of training: share keys, mask, reveal. Parameters and replies carry
+Each protocol step is one signed ``secagg-job`` run per partner, served by the partner's site agent in its warm
+process (``flows/site_runner.py``), dispatched to all partners at once. The round keys need no job of their own:
+each partner's round job generates them next to the update it holds back, and they arrive with its reply
+(:attr:`SitePartners.adverts`). So a round costs three more jobs per partner on top of training: share keys, mask,
+reveal. Parameters and replies carry
 protocol messages only (public keys, encrypted shares, masked vectors with signatures, share reveals).
 
 A partner that dropped out never gets a job telling it the round is over: its next job (or its finish job) removes

@@ -1,7 +1,8 @@
-"""Sites mode: each partner's jobs run on the partner's own Prefect worker (pool ``partner-<name>``).
+"""Sites mode: each partner's jobs run at the partner's own site agent (``molfed site-agent``, pool ``partner-<name>``).
 
 The coordinator never learns a partner's path. Per job it creates a flow run of the partner's deployment
-``partner-job/partner-<name>`` whose parameters are ids and numbers only; weights and replies travel through the
+``partner-job/partner-<name>`` whose parameters are ids and numbers only, signed with the coordinator's key together
+with the digests of everything the job will fetch (:mod:`molfed.site.requests`); weights and replies travel through the
 MLflow tracking server's artifact store: the coordinator publishes the plan and each round's global weights on
 the federation run, each partner downloads them and uploads its reply (update weights, counts, metrics) to its
 own ``site-<name>`` child run. Under secure aggregation the update stays at the site and its round keys come
@@ -20,15 +21,21 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelled
 
 from molfed.config import RunConfig
+from molfed.errors import ConfigError
 from molfed.federated import jobs
-from molfed.federated.signing import SignedUpdate, signature_from_json
+from molfed.federated.signing import SignedUpdate, load_private_key, signature_from_json
 from molfed.federated.types import Failure, Update, Weights
+from molfed.federated.weights import weights_digest
 from molfed.models.model import ModelSpec
+from molfed.site.requests import RequestSigner, json_digest
 from molfed.site_artifacts import reply_path
 from molfed.tracking import Tracker
 
+POLL_S = 0.1
+"""How often the coordinator looks at its pending jobs' states (a job's reply is read as soon as it completes)."""
+
 PARTNER_FLOW = "partner-job"
-SECAGG_FLOW = "secagg-job"  # flows/secagg_job.py: a partner's light secure-aggregation steps
+SECAGG_FLOW = "secagg-job"  # a partner's secure-aggregation steps (same agent, same pool)
 _ACTIVE: dict[str, SitePartners] = {}
 
 
@@ -53,6 +60,26 @@ def _unclaimed(state: Any, after: float) -> bool:
     return time.monotonic() > after and state is not None and state.is_scheduled()
 
 
+def request_signer(config: RunConfig) -> RequestSigner:
+    """The coordinator's signer of job requests, from ``integrity.coordinator_key``.
+
+    Raises
+    ------
+    ConfigError
+        If the key is not configured or cannot be read.
+    """
+    path = config.integrity.coordinator_key
+    if path is None:
+        raise ConfigError(
+            "integrity.coordinator_key: sites mode signs every job request; run `molfed keygen --coordinator-key "
+            "coordinator_key.pem`, give each site the printed public key (trusted_coordinators) and set this"
+        )
+    try:
+        return RequestSigner(load_private_key(path.read_bytes()), config.name)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"integrity.coordinator_key: {path}: cannot read the key ({type(exc).__name__})") from None
+
+
 def _worker_online(client: Any, partner: str) -> bool:
     """Whether any worker of the partner's pool has sent a heartbeat recently (Prefect's ONLINE status)."""
     workers = client.read_workers_for_work_pool(f"partner-{partner}")
@@ -65,6 +92,7 @@ class SitePartners:
     def __init__(self, config: RunConfig, tracker: Tracker, run_id: str):
         self.config, self.tracker, self.run_id = config, tracker, run_id
         self.names = [x.name for x in config.partners]
+        self.signer = request_signer(config)
         self.site_runs = {
             n: tracker.start_run(f"site-{n}", parent_run_id=run_id, tags={"molfed.kind": "site", "molfed.partner": n})
             for n in self.names
@@ -75,7 +103,10 @@ class SitePartners:
         self.adverts: dict[int, dict[str, dict[str, Any]]] = {}
         """Per round, each partner's round keys (JSON) from its round job under secure aggregation."""
         _ACTIVE[run_id] = self
-        tracker.log_json(run_id, config.model_dump(mode="json"), "federation/config.json")
+        published = config.model_dump(mode="json")
+        tracker.log_json(run_id, published, "federation/config.json")
+        self.bindings: dict[str, str] = {"config": json_digest(published)}
+        """Digests of what jobs fetch from the federation run, signed into every request that fetches them."""
 
     def _dispatch(
         self,
@@ -85,10 +116,12 @@ class SitePartners:
         *,
         flow: str = PARTNER_FLOW,
         each: Mapping[str, Mapping[str, Any]] | None = None,
+        bindings: Mapping[str, str] | None = None,
         **params: Any,
     ) -> tuple[dict[str, Any], list[Failure]]:
         """Start ``action`` of ``flow`` at ``partners`` (default: every partner) with ``params`` and the partner's
-        ``each`` entry, wait until each finishes or the timeout passes, read the replies."""
+        ``each`` entry, signed together with ``bindings`` (digests of what the job fetches); wait until each
+        finishes or the timeout passes, read the replies."""
         names = self.names if partners is None else list(partners)
         runs = {}
         for n in names:
@@ -101,9 +134,10 @@ class SitePartners:
                 **params,
                 **(each or {}).get(n, {}),
             }
+            signed = self.signer.sign(job, bindings=bindings or {}, lifetime_s=self.timeout + 120)
             runs[n] = run_deployment(
                 partner_deployment(n, flow),
-                parameters={"job": job},
+                parameters={"job": signed},
                 timeout=0,
                 flow_run_name=f"{action}-{server_round}-{n}",
             )
@@ -121,7 +155,7 @@ class SitePartners:
                         offline.add(n)  # nobody will pick it up: don't wait for the timeout
                         del pending[n]
                 if pending:
-                    time.sleep(1.0)
+                    time.sleep(POLL_S)
             for n, run in runs.items():  # never picked up or still running: stop it, count it as failed
                 if n in pending or n in offline:
                     client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
@@ -145,7 +179,7 @@ class SitePartners:
         """Partners that fail to prepare (worker down, bad library) sit the run out; the flow applies the quorum."""
         from molfed.federated.partner import PartnerSummary
 
-        out, failures = self._dispatch("prepare")
+        out, failures = self._dispatch("prepare", bindings=self.bindings)
         self.names = [n for n in self.names if n in out]
         return {n: jobs.Prepared(PartnerSummary(**r["summary"]), r["moments"]) for n, r in out.items()}, failures
 
@@ -154,6 +188,7 @@ class SitePartners:
         plan = {"spec": spec.to_dict(), "scaling": dict(scaling)}
         self.tracker.log_json(self.run_id, plan, "federation/plan.json")
         self.tracker.log_weights(self.run_id, weights, "global_model/round_0000.pt")
+        self.bindings.update(plan=json_digest(plan), init=weights_digest(weights))
 
     def round(
         self,
@@ -169,7 +204,10 @@ class SitePartners:
         """Train the round at ``partners`` (the round's sample; default: every partner)."""
         if tensors:  # config validation refuses such strategies in sites mode; this guards direct use
             raise ValueError(f"strategy tensors {sorted(tensors)} cannot travel to sites yet")
-        replies, failures = self._dispatch("round", server_round, partners, options=dict(options), state_key=state_key)
+        bindings = {**self.bindings, "weights": weights_digest(weights)}
+        replies, failures = self._dispatch(
+            "round", server_round, partners, bindings=bindings, options=dict(options), state_key=state_key
+        )
         out = {}
         if self.config.secure_aggregation.enabled:  # the update stays at the site; its round keys came instead
             self.adverts = {server_round: {n: r["advert"] for n, r in replies.items()}}
@@ -199,9 +237,13 @@ class SitePartners:
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         """Final evaluation; the local-only baseline rides along in the same job (one worker start less).
         ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads in their workspaces."""
+        bindings = {**self.bindings, "weights": weights_digest(weights)}
+        if champion:
+            bindings["champion"] = weights_digest(champion.weights)
         out, failures = self._dispatch(
             "finish",
             self.config.federation.rounds,
+            bindings=bindings,
             state_key=state_key,
             parity_task=parity_task,
             parity_edges=list(parity_edges),

@@ -31,19 +31,33 @@ def write_keypair(workspace: Path, *, overwrite: bool = False) -> str:
     ConfigError
         If a key already exists and ``overwrite`` is false, or the workspace cannot be written.
     """
-    private_path, public_path = workspace / PRIVATE_FILE, workspace / PUBLIC_FILE
-    if private_path.exists() and not overwrite:
-        raise ConfigError(f"{private_path}: a signing key exists already; pass --force to replace it")
-    pem, public = generate_keypair()
+    public = write_private_key(workspace / PRIVATE_FILE, overwrite=overwrite)
     try:
-        private_path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-            handle.write(pem)
-        os.chmod(private_path, 0o600)
-        public_path.write_text(public + "\n", encoding="ascii")
+        (workspace / PUBLIC_FILE).write_text(public + "\n", encoding="ascii")
     except OSError as exc:
         raise ConfigError(f"{workspace}: cannot write the signing key ({type(exc).__name__})") from None
+    return public
+
+
+def write_private_key(path: Path, *, overwrite: bool = False) -> str:
+    """Write a new Ed25519 private key to ``path`` (PEM, mode 0600); return its public key (base64).
+
+    Raises
+    ------
+    ConfigError
+        If a key already exists there and ``overwrite`` is false, or the file cannot be written.
+    """
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: a signing key exists already; pass --force to replace it")
+    pem, public = generate_keypair()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(pem)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the key ({type(exc).__name__})") from None
     return public
 
 

@@ -1,0 +1,212 @@
+"""``molfed site-agent SITE_CONFIG``: the partner's long-lived agent, the only thing at a site that acts on Prefect.
+
+It replaces Prefect's process worker, which runs whatever a deployment on its pool names (entrypoint, storage, pull
+steps, command): anyone holding the shared Prefect credential could make it run their code next to the library. The
+agent instead polls its pool ``partner-<name>`` for scheduled flow runs (outbound connections only), reads nothing
+of a flow run but its parameters, and before anything of the site is read checks them:
+
+1. exactly one parameter ``job``, at most ``policy.max_request_bytes`` of JSON;
+2. signed by a coordinator key in the site's ``trusted_coordinators``, not expired, not replayed
+   (:mod:`molfed.site.requests`);
+3. a well-formed job for this partner (:mod:`molfed.site.jobs`) of a kind, for a federation, the site's policy
+   allows (:mod:`molfed.site.policy`).
+
+A refused run is marked failed with a one-line reason and written to the site's audit log; an accepted one runs in
+this process (:class:`flows.site_runner.WarmSite`: molfed's own code, the partner's data kept loaded between jobs),
+and its outcome is logged too. Error details stay in the site's ``jobs.log``. A heartbeat thread keeps the pool's
+worker status ONLINE, which the coordinator reads to tell an absent partner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.states import Completed, Failed, Pending, Running
+
+from molfed.config import SiteConfig
+from molfed.errors import ConfigError
+from molfed.federated.site_jobs import errors_stay_at_site
+from molfed.site.audit import AuditEntry, AuditLog, audit_path
+from molfed.site.jobs import Job, parse_job
+from molfed.site.policy import check_request
+from molfed.site.requests import RequestRefused, SeenNonces, Verified, trusted_keys, verify_request
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+
+
+def pool_name(partner: str) -> str:
+    return f"partner-{partner}"
+
+
+class SiteAgent:
+    """Serves ``site``'s pool: admits signed jobs within policy, refuses and audits everything else."""
+
+    def __init__(self, site: SiteConfig, *, poll_s: float = 0.1, runner: Any = None):
+        """
+        Raises
+        ------
+        ConfigError
+            If the site trusts no coordinator key or its policy serves no federation or task (it would refuse
+            everything; default deny is not a reason to start).
+        """
+        if not site.trusted_coordinators:
+            raise ConfigError(
+                f"site {site.name!r}: trusted_coordinators is empty; add the coordinator's public key (from `molfed "
+                "keygen --coordinator-key`) to the site config. The agent does not start without one."
+            )
+        if not site.policy.federations or not site.policy.tasks:
+            raise ConfigError(
+                f"site {site.name!r}: policy.federations and policy.tasks must name the federations this site serves "
+                "and the tasks whose heads may leave it (default deny)"
+            )
+        self.site, self.poll_s = site, poll_s
+        self.pool = pool_name(site.name)
+        self.worker = f"molfed-site-agent-{site.name}-{socket.gethostname()}"
+        self.trusted = trusted_keys(site.trusted_coordinators)
+        self.audit = AuditLog(audit_path(site.workspace))
+        self.nonces = SeenNonces(site.workspace / "agent" / "nonces.jsonl")
+        if runner is None:
+            from flows.site_runner import WarmSite, torch_threads
+
+            torch_threads()
+            runner = WarmSite(site)
+        self.runner = runner
+        self.handled = 0
+
+    def admit(self, parameters: Any) -> tuple[Job, Verified]:
+        """The job a flow run's ``parameters`` ask for, if the site accepts it.
+
+        Raises
+        ------
+        RequestRefused
+            With the one-line reason.
+        """
+        if not isinstance(parameters, dict) or set(parameters) != {"job"}:
+            names = sorted(parameters) if isinstance(parameters, dict) else type(parameters).__name__
+            raise RequestRefused(f"malformed request: expected exactly one parameter 'job', got {names}")
+        size = len(json.dumps(parameters, default=str))
+        if size > self.site.policy.max_request_bytes:
+            raise RequestRefused(
+                f"policy: request of {size} bytes, at most {self.site.policy.max_request_bytes} allowed"
+            )
+        verified = verify_request(
+            parameters["job"], self.trusted, max_lifetime_s=self.site.policy.max_request_lifetime_s
+        )
+        job = parse_job(verified.job)
+        if job.partner != self.site.name:
+            raise RequestRefused(f"wrong site: the job is for partner {job.partner!r}, this is {self.site.name!r}")
+        check_request(self.site.policy, action=job.action, federation=verified.federation)
+        self.nonces.claim(verified.nonce, verified.expires_at)
+        return job, verified
+
+    def process(self, client: Any, flow_run: Any) -> str:
+        """Claim ``flow_run``, decide, run it if admitted; return the decision (``skipped`` if another took it)."""
+        claim = client.set_flow_run_state(flow_run.id, Pending(message="site agent"))
+        if claim.status != SetStateStatus.ACCEPT:
+            return "skipped"
+        entry = {"flow_run": f"{flow_run.id} {flow_run.name}", "deployment": str(flow_run.deployment_id or "")}
+        try:
+            job, verified = self.admit(flow_run.parameters)
+        except RequestRefused as exc:
+            return self._refuse(client, flow_run, entry, exc)
+        entry.update(key_id=verified.key_id, federation=verified.federation, action=job.action)
+        entry["server_round"] = job.server_round  # type: ignore[assignment]
+        self.audit.write(AuditEntry("accepted", **entry))  # type: ignore[arg-type]
+        client.set_flow_run_state(flow_run.id, Running(message="site agent"), force=True)
+        try:
+            with errors_stay_at_site(self.site, f"{job.action} round {job.server_round}"):
+                try:
+                    self.runner.run(job, verified)
+                except RequestRefused as exc:  # a download or the federation's settings broke the request
+                    return self._refuse(client, flow_run, entry, exc)
+        except RuntimeError as exc:  # details went to jobs.log; the message names the error's kind only
+            self.audit.write(AuditEntry("failed", **entry, reason=str(exc)))  # type: ignore[arg-type]
+            client.set_flow_run_state(flow_run.id, Failed(message=str(exc)), force=True)
+            return "failed"
+        self.audit.write(AuditEntry("completed", **entry))  # type: ignore[arg-type]
+        client.set_flow_run_state(flow_run.id, Completed(message="site agent"), force=True)
+        return "completed"
+
+    def _refuse(self, client: Any, flow_run: Any, entry: dict[str, Any], exc: RequestRefused) -> str:
+        reason = f"refused by site {self.site.name}: {exc}"
+        self.audit.write(AuditEntry("refused", **entry, reason=str(exc)))
+        log.warning("flow run %s %s", flow_run.id, reason)
+        client.set_flow_run_state(flow_run.id, Failed(message=reason), force=True)
+        return "refused"
+
+    def poll_once(self, client: Any) -> int:
+        """Process every flow run now scheduled on the pool; return how many were decided."""
+        from datetime import UTC, datetime
+
+        runs = client.get_scheduled_flow_runs_for_work_pool(self.pool, scheduled_before=datetime.now(UTC))
+        done = 0
+        for response in sorted(runs, key=lambda r: r.flow_run.expected_start_time or r.flow_run.created):
+            if self.process(client, response.flow_run) != "skipped":
+                done += 1
+                self.handled += 1
+        return done
+
+    def serve(self, stop: threading.Event | None = None, *, until: Callable[[], bool] | None = None) -> None:
+        """Poll until ``stop`` is set (or ``until()`` is true), with a heartbeat thread beside."""
+        stop = stop or threading.Event()
+        self.audit.write(AuditEntry("started", reason=f"pool {self.pool}, worker {self.worker}"))
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), name="site-agent-heartbeat", daemon=True)
+        beat.start()
+        try:
+            with get_client(sync_client=True) as client:
+                while not stop.is_set() and not (until and until()):
+                    try:
+                        found = self.poll_once(client)
+                    except Exception as exc:  # the API briefly unreachable: keep serving
+                        log.warning("polling pool %s failed (%s); retrying", self.pool, type(exc).__name__)
+                        found = 0
+                        stop.wait(2.0)
+                    if not found:
+                        stop.wait(self.poll_s)
+        finally:
+            stop.set()
+            self.audit.write(AuditEntry("stopped", reason=f"pool {self.pool}"))
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        with get_client(sync_client=True) as client:
+            while not stop.is_set():
+                try:
+                    client.send_worker_heartbeat(self.pool, self.worker, heartbeat_interval_seconds=HEARTBEAT_S)
+                except Exception as exc:
+                    log.warning("heartbeat for pool %s failed (%s)", self.pool, type(exc).__name__)
+                stop.wait(HEARTBEAT_S)
+
+
+def ensure_pool(client: Any, name: str) -> None:
+    """Create ``name`` as a work pool unless it exists (the agent can start before ``molfed deploy``)."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def main(site: SiteConfig) -> None:
+    """Run the agent until interrupted (SIGINT/SIGTERM)."""
+    import signal
+
+    agent = SiteAgent(site)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with get_client(sync_client=True) as client:
+        ensure_pool(client, agent.pool)
+    print(f"partner {site.name}: site agent on pool {agent.pool} (audit log {agent.audit.path})", flush=True)
+    started = time.monotonic()
+    agent.serve(stop)
+    print(f"partner {site.name}: site agent stopped after {time.monotonic() - started:.0f} s", flush=True)

@@ -1,0 +1,174 @@
+"""The jobs a site agent accepted, run in its own long-lived process with the site's data kept loaded.
+
+Only molfed's own job code, installed at the site, runs here; which one follows from the validated job's
+``action``, never from anything a deployment names. Everything a job fetches from the federation run (config, plan,
+weights, the champion) is checked against the digest the coordinator signed into the request, and the site's policy
+is checked on the real federation config before the library is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import ValidationError
+
+from molfed.config import RunConfig, SiteConfig, site_run_config
+from molfed.federated import jobs, keys
+from molfed.federated.partner import PartnerData
+from molfed.federated.secure import site as secagg
+from molfed.federated.secure import wire
+from molfed.federated.weights import weights_digest
+from molfed.models.model import ModelSpec
+from molfed.site.jobs import Job, PartnerJob, SecAggJob
+from molfed.site.policy import EpsilonLedger, check_federation
+from molfed.site.requests import RequestRefused, Verified, check_binding, json_digest
+from molfed.site_artifacts import reply_path, upload_json
+from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
+from tasks import integrity
+from tasks.partner import finish_from_config, load_partner, local_only_from_config, round_from_config
+from tasks.sites import update_path
+
+
+class WarmSite:
+    """Runs accepted jobs for ``site``; keeps the MLflow client and the prepared partner data between jobs."""
+
+    def __init__(self, site: SiteConfig):
+        self.site = site
+        self._tracker: Tracker | None = None
+        self._data: dict[str, PartnerData] = {}
+        """Prepared data by the digest of the federation config it was prepared for."""
+        self.ledger = None
+        if site.policy.max_epsilon is not None:
+            self.ledger = EpsilonLedger(site.workspace / "agent" / "epsilon.json", delta=1e-5)
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(resolve_tracking_uri(None), None)
+        return self._tracker
+
+    def run(self, job: Job, request: Verified) -> None:
+        """Run ``job``, upload its reply to the partner's site run.
+
+        Raises
+        ------
+        RequestRefused
+            If a download differs from what was signed, or the federation's settings break the site's policy.
+        """
+        if isinstance(job, SecAggJob):
+            reply = self._secagg(job)
+            upload_json(self.tracker.tracking_uri, job.site_run_id, reply_path(job.action, job.server_round), reply)
+            return
+        federation, digest = self._federation(job, request)
+        config = site_run_config(federation, self.site)
+        if digest not in self._data:
+            self._data = {digest: load_partner(config, config.partners[0])}  # one federation's data kept warm
+        data = self._data[digest]
+        reply: dict[str, Any]
+        if job.action == "prepare":
+            prepared = jobs.prepare(data)
+            from dataclasses import asdict
+
+            reply = {"summary": asdict(prepared.summary), "moments": prepared.moments}
+        elif job.action == "round":
+            reply = self._round(job, request, federation, config, data)
+        else:
+            reply = self._finish(job, request, config, data)
+        self.tracker.log_json(job.site_run_id, reply, reply_path(job.action, job.server_round))
+
+    def _federation(self, job: PartnerJob, request: Verified) -> tuple[RunConfig, str]:
+        raw = self.tracker.download_json(job.parent_run_id, "federation/config.json")
+        digest = json_digest(raw)
+        check_binding(request.bindings, "config", digest)
+        try:
+            federation = RunConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise RequestRefused(f"malformed federation config ({exc.error_count()} problem(s))") from None
+        check_federation(self.site.policy, federation, federation=request.federation, local_only=job.local_only)
+        return federation, digest
+
+    def _plan(self, job: PartnerJob, request: Verified) -> tuple[ModelSpec, dict]:
+        plan = self.tracker.download_json(job.parent_run_id, "federation/plan.json")
+        check_binding(request.bindings, "plan", json_digest(plan))
+        return ModelSpec.from_dict(plan["spec"]), plan["scaling"]
+
+    def _weights(self, job: PartnerJob, request: Verified, server_round: int, name: str) -> dict:
+        weights = self.tracker.download_weights(job.parent_run_id, f"global_model/round_{server_round:04d}.pt")
+        check_binding(request.bindings, name, weights_digest(weights))
+        return weights
+
+    def _round(
+        self, job: PartnerJob, request: Verified, federation: RunConfig, config: RunConfig, data: PartnerData
+    ) -> dict[str, Any]:
+        spec, scaling = self._plan(job, request)
+        weights = self._weights(job, request, job.server_round - 1, "weights")
+        if self.ledger is not None:  # policy.max_epsilon: the site's own account, before anything is trained
+            assert self.site.policy.max_epsilon is not None
+            self.ledger.charge(
+                federation,
+                n_train=data.summary.n_train,
+                budget=self.site.policy.max_epsilon,
+                server_round=job.server_round,
+            )
+        out = round_from_config(
+            config, data, spec, weights, scaling, job.server_round, job.options, None, job.state_key
+        )
+        at = {"run_id": job.parent_run_id, "server_round": job.server_round}
+        advert = None
+        if federation.secure_aggregation.enabled:  # the update stays here; its round keys travel instead
+            out, advert = integrity.hold_at_site(federation, config, out, **at)
+        else:
+            out = integrity.seal(config, job.partner, out, **at)
+            self.tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
+        return {
+            "n_samples": out.update.n_samples,
+            "metrics": dict(out.update.metrics),
+            "incoming_val": out.incoming_val,
+            "signature": integrity.signature_json(out.update),
+            "advert": advert,
+        }
+
+    def _finish(self, job: PartnerJob, request: Verified, config: RunConfig, data: PartnerData) -> dict[str, Any]:
+        secagg.forget(self.site.workspace, job.parent_run_id)  # what a round this partner dropped out of left
+        spec, scaling = self._plan(job, request)
+        weights = self._weights(job, request, job.server_round, "weights")
+        champion = None
+        if job.champion_uri:
+            c_spec, c_weights, c_scaling = load_model_parts(job.champion_uri, self.tracker.tracking_uri)
+            check_binding(request.bindings, "champion", weights_digest(c_weights))
+            champion = (c_spec, c_weights, c_scaling)
+        reply = finish_from_config(
+            config, self.site.name, spec, weights, scaling, job.parity_task, job.parity_edges, champion, job.state_key
+        ).to_json()
+        if job.local_only:
+            init = self._weights(job, request, 0, "init")
+            test, curve = local_only_from_config(config, data, spec, init, scaling)
+            reply["local_only"] = {"test": test, "curve": curve}
+        return reply
+
+    def _secagg(self, job: SecAggJob) -> dict[str, Any]:
+        workspace, run_id, server_round = self.site.workspace, job.parent_run_id, job.server_round
+        if job.action == "share_keys":
+            roster = {n: wire.advert_from_json(a) for n, a in job.roster.items()}
+            shares = secagg.share_keys(workspace, roster, run_id=run_id, server_round=server_round)
+            return {"shares": [wire.share_to_json(s) for s in shares]}
+        if job.action == "mask":
+            inbox = [wire.share_from_json(s) for s in job.inbox]
+            masked, signature = secagg.mask(
+                workspace,
+                inbox,
+                load_key=lambda: keys.load_signing_key(workspace),
+                run_id=run_id,
+                server_round=server_round,
+            )
+            return {"masked": wire.masked_to_json(masked, signature)}
+        reveal = secagg.reveal(workspace, job.survivors, run_id=run_id, server_round=server_round)
+        return {"reveal": wire.reveal_to_json(reveal)}
+
+
+def torch_threads() -> None:
+    """A site's jobs run one at a time: let torch use the machine's cores."""
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))

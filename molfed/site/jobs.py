@@ -1,0 +1,73 @@
+"""What a coordinator may ask of a site: the job kinds and their parameters, validated as untrusted input.
+
+Parameters are ids, numbers and protocol messages, never data. Unknown fields, paths in place of ids and oversized
+lists are refused (``extra="forbid"``, patterns, bounds); the seal (signature) is checked before these models see
+the job (:mod:`molfed.site.requests`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from molfed.site.requests import RequestRefused
+
+RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+Round = Annotated[int, Field(ge=0, le=100_000)]
+_Short = Annotated[str, Field(max_length=4096)]
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    partner: Name
+    parent_run_id: RunId
+    """The federation's MLflow run: its artifacts hold the config, the plan and the global weights."""
+    site_run_id: RunId
+    """This partner's ``site-<name>`` child run, where the reply goes."""
+    server_round: Round = 0
+
+
+class PartnerJob(_Job):
+    """prepare, round or finish: the partner's training-side jobs."""
+
+    action: Literal["prepare", "round", "finish"]
+    options: dict[Annotated[str, Field(max_length=64)], float] = Field(default_factory=dict, max_length=32)
+    parity_task: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    parity_edges: list[float] = Field(default_factory=list, max_length=1_000)
+    champion_uri: Annotated[str, Field(pattern=r"^models:/[A-Za-z0-9_.@/-]{1,200}$")] | None = None
+    state_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "default"
+    local_only: bool = False
+
+
+class SecAggJob(_Job):
+    """One secure-aggregation step: public keys, ciphertexts and names. Never data or weights."""
+
+    action: Literal["share_keys", "mask", "reveal"]
+    roster: dict[Name, dict[Annotated[str, Field(max_length=32)], _Short | None]] = Field(
+        default_factory=dict, max_length=10_000
+    )
+    inbox: list[dict[Annotated[str, Field(max_length=32)], _Short]] = Field(default_factory=list, max_length=10_000)
+    survivors: list[Name] = Field(default_factory=list, max_length=10_000)
+
+
+Job = PartnerJob | SecAggJob
+
+
+def parse_job(raw: dict) -> Job:
+    """The job model for ``raw['action']``.
+
+    Raises
+    ------
+    RequestRefused
+        ``malformed request: ...`` naming the first offending field (never its value).
+    """
+    action = raw.get("action")
+    model: type[_Job] = PartnerJob if action in ("prepare", "round", "finish") else SecAggJob
+    try:
+        return model.model_validate(raw)  # type: ignore[return-value]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<job>"
+        raise RequestRefused(f"malformed request: {where}: {err['msg']} ({exc.error_count()} problem(s))") from None
