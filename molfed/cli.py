@@ -323,7 +323,7 @@ def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from molfed.errors import InputError
-    from molfed.tracking import load_pyfunc
+    from molfed.tracking import load_model
 
     path: Path = args.input
     if not path.is_file():
@@ -339,10 +339,11 @@ def _predict(args: argparse.Namespace) -> int:
             f"column not found; columns are {list(frame.columns)}", path=str(path), column=args.smiles_column
         )
     try:
-        model = load_pyfunc(args.model, args.tracking_uri)
+        model = load_model(args.model, args.tracking_uri)  # weights + JSON only: runs no code from the store
     except Exception as exc:
-        raise MolfedError(f"cannot load model {args.model!r}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    preds = model.predict(pd.DataFrame({"smiles": frame[args.smiles_column]}))
+        reason = " ".join(str(exc).split())[:200]
+        raise MolfedError(f"cannot load model {args.model!r}: {type(exc).__name__}: {reason}") from None
+    preds = model.predict(None, pd.DataFrame({"smiles": frame[args.smiles_column]}))
     out = pd.concat([frame.reset_index(drop=True), preds.reset_index(drop=True)], axis=1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.output, index=False)

@@ -26,9 +26,13 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
+from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from molfed.chem.featurize import ATOM_DIM, BOND_DIM
 from molfed.chem.standardize import StandardizeOptions
+from molfed.config import ModelConfig
 from molfed.federated.types import Weights
 from molfed.federated.weights import load_weights, save_weights
 from molfed.models.model import ModelSpec
@@ -271,6 +275,10 @@ class Tracker:
     ) -> tuple[str, str | None]:
         """Log the model as an MLflow pyfunc that takes a ``smiles`` column, and register it.
 
+        The pyfunc (``python_model.pkl`` + ``code/``) is for ``mlflow models predict`` and
+        ``mlflow.pyfunc.load_model``, which unpickle it: only for a store you trust. :func:`load_model` (``molfed
+        predict``) reads only its data, :data:`MODEL_FILES`.
+
         Returns
         -------
         (model_uri, registered version or None)
@@ -320,14 +328,139 @@ class Tracker:
             self.client.set_model_version_tag(registered_model, version, key, str(value))
 
 
-def load_model_parts(model_uri: str, tracking_uri: str) -> tuple[ModelSpec, dict[str, np.ndarray], dict]:
-    """Spec, weights and target scaling of a molfed pyfunc model (downloads its two artifacts only)."""
+MODEL_FILES = ("artifacts/weights.pt", "artifacts/model.json")
+"""The only files of a logged molfed model that :func:`load_model` and :func:`load_model_parts` download: data
+(weights loaded with ``weights_only=True``, a validated JSON config), never ``python_model.pkl`` or ``code/``."""
+
+TASK_TYPES = ("regression", "classification")
+
+
+class _Scaling(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    mean: list[float]
+    std: list[float]
+
+
+class ModelFile(BaseModel):
+    """A molfed model's ``model.json`` (see :meth:`Tracker.log_model`), read as untrusted input."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    spec: ModelSpec
+    scaling: _Scaling
+    """Regression target means and standard deviations, one per task."""
+    standardize: StandardizeOptions
+
+
+def parse_model_file(text: str | bytes) -> ModelFile:
+    """Validate a ``model.json`` from a model store (which others may be able to write).
+
+    Types are checked strictly and unknown keys refused; the architecture must be one molfed's config allows
+    (:class:`~molfed.config.ModelConfig`), built for the installed featurizer, with one task type and one
+    scaling entry per task.
+
+    Raises
+    ------
+    ValueError
+        One line naming the first problem, e.g. ``model.json: spec.hidden_channels: Input should be ...``.
+    """
+    try:
+        meta = ModelFile.model_validate_json(text)
+    except ValidationError as exc:
+        raise ValueError(f"model.json: {_first_error(exc)}") from None
+    try:
+        ModelConfig.model_validate(
+            {k: getattr(meta.spec, k) for k in ModelConfig.model_fields if hasattr(meta.spec, k)}
+        )
+    except ValidationError as exc:
+        raise ValueError(f"model.json: spec.{_first_error(exc)}") from None
+    spec, n_tasks = meta.spec, len(meta.spec.task_names)
+    if (spec.in_channels, spec.edge_dim) != (ATOM_DIM, BOND_DIM):
+        problem = f"spec: got in/edge channels {spec.in_channels}/{spec.edge_dim}, expected {ATOM_DIM}/{BOND_DIM}"
+    elif n_tasks == 0 or len(spec.task_types) != n_tasks:
+        problem = f"spec: got {n_tasks} task names and {len(spec.task_types)} task types, expected as many, at least 1"
+    elif unknown := sorted(set(spec.task_types) - set(TASK_TYPES)):
+        problem = f"spec.task_types: got {unknown}, expected values from {list(TASK_TYPES)}"
+    elif not 0 <= spec.n_private_tasks <= n_tasks:
+        problem = f"spec.n_private_tasks: got {spec.n_private_tasks}, expected 0 to {n_tasks}"
+    elif (len(meta.scaling.mean), len(meta.scaling.std)) != (n_tasks, n_tasks):
+        problem = f"scaling: got {len(meta.scaling.mean)} means and {len(meta.scaling.std)} stds, expected {n_tasks}"
+    else:
+        return meta
+    raise ValueError(f"model.json: {problem}")
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``loc: message (and N more)`` of a pydantic error, without the offending input value."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "top level"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _download_model_files(model_uri: str, tracking_uri: str, dst: str) -> tuple[Path, Path]:
+    """Download :data:`MODEL_FILES` of a logged model, and nothing else of it, into ``dst``.
+
+    ``models:/`` URIs (``name/1``, ``name@alias``, ``m-<id>``) are resolved to the model's storage location
+    through the registry; ``runs:/<id>/<name>`` through the run (MLflow finds the run's logged model).
+    """
     mlflow.set_tracking_uri(tracking_uri)
+    root = model_uri.rstrip("/")
+    if ModelsArtifactRepository.is_models_uri(root):
+        root = ModelsArtifactRepository.get_underlying_uri(root).rstrip("/")
+    weights, meta = (
+        Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{name}", dst_path=dst)) for name in MODEL_FILES
+    )
+    return weights, meta
+
+
+def load_model_parts(model_uri: str, tracking_uri: str) -> tuple[ModelSpec, dict[str, np.ndarray], dict]:
+    """Spec, weights and target scaling of a molfed model (downloads :data:`MODEL_FILES` only).
+
+    Raises
+    ------
+    ValueError
+        If ``model.json`` is not a valid molfed model config (see :func:`parse_model_file`).
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)) / "artifacts"
-        meta = json.loads((root / "model.json").read_text())
-        weights = load_weights(str(root / "weights.pt"))
-    return ModelSpec.from_dict(meta["spec"]), weights, meta["scaling"]
+        weights_path, meta_path = _download_model_files(model_uri, tracking_uri, tmp)
+        meta = parse_model_file(meta_path.read_bytes())
+        weights = load_weights(str(weights_path))
+    return meta.spec, weights, meta.scaling.model_dump()
+
+
+def load_model(model_uri: str, tracking_uri: str | None = None) -> MoleculePyfunc:
+    """Load a molfed model for prediction without running anything from the store.
+
+    Only :data:`MODEL_FILES` are downloaded: the JSON config is validated, the weights are loaded with
+    ``torch.load(weights_only=True)`` and the model is built by the *installed* molfed. The logged pyfunc's
+    ``python_model.pkl`` and ``code/`` are never read (``mlflow.pyfunc.load_model`` would unpickle them: use
+    that only for a store you trust).
+
+    Parameters
+    ----------
+    model_uri
+        ``models:/name/1``, ``models:/name@alias``, ``models:/m-<id>`` or ``runs:/<run id>/model``.
+    tracking_uri
+        Default: ``$MLFLOW_TRACKING_URI``, else ``./mlruns`` (:func:`resolve_tracking_uri`).
+
+    Returns
+    -------
+    A loaded :class:`MoleculePyfunc`; call ``predict(None, frame_with_smiles_column)``.
+
+    Raises
+    ------
+    ValueError
+        If ``model.json`` is not a valid molfed model config or the weights do not fit it.
+    mlflow.exceptions.MlflowException
+        If the store has no such model.
+    """
+    wrapper = MoleculePyfunc()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights_path, meta_path = _download_model_files(model_uri, resolve_tracking_uri(tracking_uri), tmp)
+        wrapper.load_from_paths(weights_path, meta_path)
+    return wrapper
 
 
 def _pip_requirements() -> list[str]:
@@ -358,12 +491,14 @@ class MoleculePyfunc(PythonModel):
         self.load_from_paths(Path(context.artifacts["weights"]), Path(context.artifacts["meta"]))
 
     def load_from_paths(self, weights_path: Path, meta_path: Path) -> None:
+        """Build the model with the installed molfed from ``weights.pt`` (``weights_only``) and a validated
+        ``model.json`` (:func:`parse_model_file`; raises ``ValueError`` on a wrong shape)."""
         from molfed.federated.partner import materialize
 
-        meta = json.loads(Path(meta_path).read_text())
-        self.spec = ModelSpec.from_dict(meta["spec"])
-        self.standardize = StandardizeOptions(**meta["standardize"])
-        self.model = materialize(self.spec, load_weights(str(weights_path)), meta["scaling"])
+        meta = parse_model_file(Path(meta_path).read_bytes())
+        self.spec = meta.spec
+        self.standardize = meta.standardize
+        self.model = materialize(self.spec, load_weights(str(weights_path)), meta.scaling.model_dump())
         self.model.eval()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -372,12 +507,6 @@ class MoleculePyfunc(PythonModel):
         if "smiles" not in model_input.columns:
             raise ValueError(f"input needs a 'smiles' column; got columns {list(model_input.columns)}")
         return predict_smiles(self.model, model_input["smiles"].astype(str).tolist(), standardize=self.standardize)
-
-
-def load_pyfunc(model_uri: str, tracking_uri: str | None = None) -> Any:
-    """Load a logged or registered model (``models:/name/1``, ``models:/name@champion``, ``runs:/...``)."""
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    return mlflow.pyfunc.load_model(model_uri)
 
 
 def log_partner_model(
