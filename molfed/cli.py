@@ -72,8 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("--config", type=Path, default=DEMO_CONFIG)
     dep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    work = sub.add_parser("site-worker", help="start a partner's Prefect worker with its site config (sites mode)")
-    work.add_argument("site_config", type=Path, help="the partner's own YAML: name, path, workspace, columns")
+    agent = sub.add_parser(
+        "site-agent",
+        help="serve a partner's pool (sites mode): run molfed's own jobs for requests a trusted coordinator signed, "
+        "within the site's policy; refuse and audit everything else",
+    )
+    agent.add_argument("site_config", type=Path, help="the partner's own YAML: library, workspace, keys, policy")
+    work = sub.add_parser("site-worker", help="replaced by site-agent (a plain Prefect worker runs any code)")
+    work.add_argument("site_config", type=Path)
 
     pred = sub.add_parser("predict", help="predict with a logged or registered model")
     pred.add_argument("--model", required=True, help="models:/name/1, models:/name@alias, models:/m-<id>, runs:/...")
@@ -99,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser(
         "keygen", help="write a partner's update-signing key into its workspace, print the public key"
     )
-    keygen.add_argument("--workspace", required=True, type=Path, help="the partner's private workspace")
+    who = keygen.add_mutually_exclusive_group(required=True)
+    who.add_argument("--workspace", type=Path, help="a partner: its private workspace (update-signing key)")
+    who.add_argument(
+        "--coordinator-key", type=Path, help="the coordinator: PEM file for the key that signs job requests"
+    )
     keygen.add_argument("--force", action="store_true", help="replace an existing key")
     return parser
 
@@ -123,14 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "deploy":
             return _deploy(args.config, args.overrides)
+        if args.command == "site-agent":
+            return _site_agent(args.site_config)
         if args.command == "site-worker":
-            return _site_worker(args.site_config)
+            raise MolfedError(
+                "site-worker is gone: a Prefect worker runs whatever a deployment names; start "
+                f"`molfed site-agent {args.site_config}` instead (see the README's sites walk-through)"
+            )
         if args.command == "validate":
             return _validate(args.config, args.overrides)
         if args.command == "audit":
             from molfed.privacy.audit_cli import run_audit
 
             return run_audit(args)
+        if args.command == "keygen" and args.coordinator_key:
+            return _coordinator_keygen(args.coordinator_key, args.force)
         if args.command == "keygen":
             return _keygen(args.workspace, args.force)
         if args.command == "init":
@@ -305,18 +322,20 @@ def _deploy(config_path: Path, overrides: Sequence[str]) -> int:
     return 0
 
 
-def _site_worker(site_config: Path) -> int:
-    """Validate the site config, then become ``prefect worker start --pool partner-<name>`` with it in the env."""
+def _site_agent(site_config: Path) -> int:
+    """Validate the site config, then serve pool ``partner-<name>`` until interrupted."""
     from molfed.config import load_site_config
 
     site = load_site_config(site_config)
     prefect_environment(verbose=True)
-    env = {**os.environ, "MOLFED_SITE_CONFIG": str(site_config.resolve())}
-    prefect = str(Path(sys.executable).with_name("prefect"))
-    args = [prefect, "worker", "start", "--pool", f"partner-{site.name}", "--type", "process"]
-    print(f"partner {site.name}: starting worker on pool partner-{site.name}")
-    os.execve(prefect, args, env)
-    return 0  # not reached
+    if not os.environ.get("PREFECT_API_URL"):
+        raise MolfedError("site-agent needs the federation's Prefect server: set PREFECT_API_URL")
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise MolfedError("site-agent needs the federation's MLflow server: set MLFLOW_TRACKING_URI")
+    from flows.site_agent import main as serve
+
+    serve(site)
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -400,5 +419,17 @@ def _keygen(workspace: Path, force: bool) -> int:
     public = write_keypair(workspace, overwrite=force)
     print(f"private key written to {workspace / PRIVATE_FILE} (keep it at this site)", file=sys.stderr)
     print("add this public key to the coordinator's config under integrity.public_keys.<partner>:", file=sys.stderr)
+    print(public)
+    return 0
+
+
+def _coordinator_keygen(path: Path, force: bool) -> int:
+    from molfed.federated.keys import write_private_key
+
+    public = write_private_key(path, overwrite=force)
+    print(
+        f"private key written to {path} (keep it with the coordinator; set integrity.coordinator_key)", file=sys.stderr
+    )
+    print("add this public key to each site config under trusted_coordinators.<name>:", file=sys.stderr)
     print(public)
     return 0

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from molfed.site.requests import append_line
+
 Decision = Literal["refused", "accepted", "completed", "failed", "started", "stopped"]
 
 
@@ -41,16 +43,19 @@ class AuditLog:
 
     def write(self, entry: AuditEntry) -> None:
         line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **asdict(entry)}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line, ensure_ascii=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.path, json.dumps(line, ensure_ascii=True))
 
     def entries(self) -> list[dict]:
         """Every entry so far (for tests and the site's own tools)."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line torn by a crash
+                continue
+        return out
 
 
 def audit_path(workspace: Path) -> Path:

@@ -7,9 +7,10 @@ the job (:mod:`molfed.site.requests`).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from molfed.site.requests import RequestRefused
 
@@ -40,6 +41,13 @@ class PartnerJob(_Job):
     state_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "default"
     local_only: bool = False
 
+    @field_validator("champion_uri")
+    @classmethod
+    def _no_parent_segments(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value:
+            raise ValueError("must name a registered model, without '..'")
+        return value
+
 
 class SecAggJob(_Job):
     """One secure-aggregation step: public keys, ciphertexts and names. Never data or weights."""
@@ -69,5 +77,24 @@ def parse_job(raw: dict) -> Job:
         return model.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "<job>"
+        where = _where(err["loc"])
         raise RequestRefused(f"malformed request: {where}: {err['msg']} ({exc.error_count()} problem(s))") from None
+
+
+_FIELDS = set(PartnerJob.model_fields) | set(SecAggJob.model_fields)
+_SHOWN = re.compile(r"[A-Za-z0-9_]{1,24}")
+"""Mapping keys short and plain enough to name in a refusal (``options.lr``, ``inbox.0.ciphertext``)."""
+
+
+def _where(loc: tuple) -> str:
+    """The error's location with requester-chosen keys (mapping keys, unknown field names) cut or masked: a
+    refusal goes to the audit log and the flow run and must not echo what was sent."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(str(part))
+        elif i == 0:
+            parts.append(part if part in _FIELDS else str(part)[:32])
+        elif part != "[key]":
+            parts.append(part if _SHOWN.fullmatch(str(part)) else "<key>")
+    return ".".join(parts) or "<job>"

@@ -21,9 +21,9 @@ from molfed.site.requests import RequestRefused
 if TYPE_CHECKING:
     from molfed.config import RunConfig
 
-PARTNER_JOBS = ("prepare", "round", "finish")
-SECAGG_STEPS = ("share_keys", "mask", "reveal")
 JobKind = Literal["prepare", "round", "finish", "share_keys", "mask", "reveal"]
+PARTNER_JOBS: tuple[JobKind, ...] = ("prepare", "round", "finish")
+SECAGG_STEPS: tuple[JobKind, ...] = ("share_keys", "mask", "reveal")
 
 
 class SitePolicy(BaseModel):
@@ -148,14 +148,14 @@ class EpsilonLedger:
             batch_size=config.train.batch_size,
             epochs=config.train.epochs,
         )
-        args = {"noise_multiplier": cost.noise_multiplier, "sample_rate": cost.sample_rate, "steps": cost.steps}
-        after = self.ledger.epsilon_if(self.SUBJECT, **args)
+        noise, rate, steps = cost.noise_multiplier, cost.sample_rate, cost.steps
+        after = self.ledger.epsilon_if(self.SUBJECT, noise_multiplier=noise, sample_rate=rate, steps=steps)
         if after > budget:
             raise RequestRefused(
                 f"policy: round {server_round} would raise this site's epsilon from "
                 f"{self.ledger.epsilon(self.SUBJECT):.3g} to {after:.3g} > max_epsilon {budget:g}"
             )
-        self.ledger.spend(self.SUBJECT, **args)
+        self.ledger.spend(self.SUBJECT, noise_multiplier=noise, sample_rate=rate, steps=steps)
         tmp = self.path.with_suffix(".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(self.ledger.state_dict()), encoding="utf-8")

@@ -133,7 +133,13 @@ def verify_request(
     seal = job.get(SEAL)
     if not isinstance(seal, dict) or "signature" not in seal:
         raise RequestRefused("unsigned request: no coordinator signature")
-    fields = {"federation": str, "key_id": str, "issued_at": (int, float), "expires_at": (int, float), "nonce": str}
+    fields: dict[str, type | tuple[type, ...]] = {
+        "federation": str,
+        "key_id": str,
+        "issued_at": (int, float),
+        "expires_at": (int, float),
+        "nonce": str,
+    }
     for name, kind in fields.items():
         if not isinstance(seal.get(name), kind) or isinstance(seal.get(name), bool):
             raise RequestRefused(f"malformed request: seal field {name!r} missing or of the wrong type")
@@ -141,7 +147,8 @@ def verify_request(
     if not isinstance(bindings, dict) or not all(isinstance(v, str) for v in bindings.values()):
         raise RequestRefused("malformed request: seal field 'bindings' must map names to digests")
     if set(seal) - {*fields, "bindings", "signature"}:
-        raise RequestRefused(f"malformed request: unknown seal fields {sorted(set(seal) - {*fields, 'bindings'})}")
+        unknown = sorted(set(seal) - {*fields, "bindings", "signature"})
+        raise RequestRefused(f"malformed request: unknown seal fields {[str(k)[:32] for k in unknown]}")
     if seal["key_id"] not in trusted:
         raise RequestRefused(f"untrusted key: request signed by key {seal['key_id'][:16]!r}, not a trusted coordinator")
     try:
@@ -156,7 +163,7 @@ def verify_request(
         raise RequestRefused(f"expired request: expired {now - seal['expires_at']:.0f} s ago")
     if seal["issued_at"] > now + CLOCK_SKEW_S:
         raise RequestRefused("not yet valid: issued in the future (check the clocks)")
-    if seal["expires_at"] - seal["issued_at"] > max_lifetime_s:
+    if not 0 < seal["expires_at"] - seal["issued_at"] <= max_lifetime_s:
         raise RequestRefused(
             f"expired request: valid for {seal['expires_at'] - seal['issued_at']:.0f} s, policy allows "
             f"{max_lifetime_s:.0f} s"
@@ -198,11 +205,21 @@ class SeenNonces:
             raise RequestRefused("replayed request: this request's nonce was used before")
         self.seen = {n: e for n, e in self.seen.items() if e >= now - CLOCK_SKEW_S}  # expired ones are refused anyway
         self.seen[nonce] = expires_at
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"nonce": nonce, "expires_at": expires_at}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.path, json.dumps({"nonce": nonce, "expires_at": expires_at}))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` to a JSON-lines file and sync it; a torn last line (a crash mid-write) is closed first, so
+    the new line stays readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write(line.encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 class BindingError(RequestRefused):

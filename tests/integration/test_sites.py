@@ -1,7 +1,8 @@
 """Sites mode for real: a Prefect server and an MLflow server (served artifacts) with authentication on, a
-coordinator worker and one process worker per partner, each partner in its own directory with its own site config
-and library. Deploy, run a 1-round federation of three partners of which one never starts its worker (its jobs time
-out and the quorum of 2 lets the run go on without it), read everything back, scan for leaks.
+coordinator worker and one site agent per partner (``molfed site-agent``), each partner in its own directory with its
+own site config, library, trusted coordinator key and policy. Deploy, run a 1-round federation of three partners of
+which one never starts its agent (its jobs are not picked up and the quorum of 2 lets the run go on without it), read
+everything back, scan for leaks, and read each site's audit log.
 
 The federation runs with secure aggregation and update signing on: each partner signs with the key in its own
 workspace, holds its update back and runs the protocol's steps as light jobs at its site; the absent partner drops
@@ -38,6 +39,7 @@ from molfed.federated import keys
 from molfed.federated.secure.site import run_dir
 from molfed.federated.signing import generate_keypair
 from molfed.federated.weights import load_weights
+from molfed.site.audit import AuditLog, audit_path
 from molfed.startup import seed_prefect_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.sites]
@@ -229,11 +231,20 @@ def consortium(tmp_path_factory):
         }
         # Each partner: its own directory with its library and site config; only its worker is told where.
         libraries = write_demo_partners(root / "scratch", seed=0)
+        coordinator = root / "coordinator"
+        coordinator.mkdir()
+        coordinator_public = keys.write_private_key(coordinator / "coordinator.pem")  # molfed keygen --coordinator-key
         sites, public_keys = {}, {ABSENT: generate_keypair()[1]}
         for name in PARTNERS:
             site_dir = root / f"site-{name}"
             (site_dir / "private").mkdir(parents=True)
-            site = {"name": name, "path": "private/library.csv", "workspace": "workspace"}
+            site = {
+                "name": name,
+                "path": "private/library.csv",
+                "workspace": "workspace",
+                "trusted_coordinators": {"consortium": coordinator_public},
+                "policy": {"federations": ["sites-test"], "tasks": ["expt"], "require_secure_aggregation": True},
+            }
             shutil.copy(libraries[name], site_dir / "private" / "library.csv")
             if name == PRIVATE_TASK_SITE:  # a task only this site has: its head stays in its workspace
                 library = pd.read_csv(libraries[name], dtype=str, keep_default_na=False)
@@ -244,8 +255,6 @@ def consortium(tmp_path_factory):
             public_keys[name] = keys.write_keypair(site_dir / "workspace")  # as `molfed keygen` at the site
             sites[name] = site_dir
         shutil.rmtree(root / "scratch")
-        coordinator = root / "coordinator"
-        coordinator.mkdir()
         config = {
             "name": "sites-test",
             "mode": "sites",
@@ -258,7 +267,7 @@ def consortium(tmp_path_factory):
             "baselines": {"local_only": True, "pooled": False},
             "tracking": {"experiment": "sites-test", "registered_model": "sites-test"},
             "schedule": {"cron": "0 3 * * 1", "timezone": "Europe/Berlin", "active": False},
-            "integrity": {"signing": True, "public_keys": public_keys},
+            "integrity": {"signing": True, "public_keys": public_keys, "coordinator_key": "coordinator.pem"},
             "secure_aggregation": {"enabled": True},
         }
         (coordinator / "sites.yaml").write_text(yaml.safe_dump(config))
@@ -279,7 +288,7 @@ def consortium(tmp_path_factory):
             coordinator,
         )
         for name, site_dir in sites.items():
-            procs.start(f"worker-{name}", [str(BIN / "molfed"), "site-worker", "site.yaml"], client_env, site_dir)
+            procs.start(f"agent-{name}", [str(BIN / "molfed"), "site-agent", "site.yaml"], client_env, site_dir)
         started = time.perf_counter()
         trigger = _trigger(client_env, coordinator)
         seconds = time.perf_counter() - started
@@ -477,3 +486,17 @@ def test_rounds_ran_under_secure_aggregation_with_verified_signatures(consortium
     print(f"job waves (s): {json.dumps({k: round(v, 1) for k, v in sorted(times['waves'].items())})}")
     print(f"per job, mean (queued+start-up s, running s): {json.dumps(times['steps'])}")
     print(f"secure-aggregation steps added {added:.0f} s of {consortium['seconds']:.0f} s")
+
+
+def test_each_sites_audit_log_holds_its_jobs_and_nothing_of_its_data(consortium):
+    """Every job a site ran was signed by the coordinator's key and accepted, then completed; the log names ids,
+    kinds and rounds only."""
+    for name, site_dir in consortium["sites"].items():
+        entries = AuditLog(audit_path(site_dir / "workspace")).entries()
+        jobs = [e for e in entries if e["decision"] in ("accepted", "completed", "refused", "failed")]
+        assert not [e for e in jobs if e["decision"] in ("refused", "failed")], jobs
+        done = sorted(e["action"] for e in jobs if e["decision"] == "completed")
+        assert done == ["finish", "mask", "prepare", "reveal", "round", "share_keys"], (name, done)
+        assert len({e["key_id"] for e in jobs}) == 1 and all(e["federation"] == "sites-test" for e in jobs)
+        text = (audit_path(site_dir / "workspace")).read_text()
+        assert "library" not in text and str(site_dir) not in text

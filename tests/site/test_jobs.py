@@ -96,7 +96,6 @@ def test_a_bad_secure_aggregation_step_is_refused_naming_the_field(job, changes,
     assert bad not in reason
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_job puts a refused mapping key (the offending value) in its message")
 @pytest.mark.parametrize(
     "changes",
     [

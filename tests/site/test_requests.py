@@ -143,7 +143,6 @@ def test_extra_seal_fields_are_refused(signed, trusted):
     assert reason.startswith("malformed request: unknown seal fields") and "'scope'" in reason
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the refusal lists 'signature' among the unknown seal fields")
 def test_the_unknown_seal_fields_named_are_only_the_unknown_ones(signed, trusted):
     bad = copy.deepcopy(signed)
     bad[SEAL]["scope"] = "everything"
@@ -192,9 +191,6 @@ def test_a_torn_last_line_of_the_nonce_file_is_skipped(tmp_path):
     nonces.claim("n3", 2_000.0, now=1_000.0)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: SeenNonces.claim appends to a torn last line, so the new nonce is lost on reopening"
-)
 def test_a_nonce_claimed_after_a_torn_line_is_still_refused_after_a_restart(tmp_path):
     path = tmp_path / "nonces.jsonl"
     path.write_text('{"nonce": "n1", "expires_at": 2000.0}\n{"nonce": "n2", "expi', encoding="utf-8")
