@@ -165,6 +165,13 @@ class PartnerConfig(_PrivateTasks):
     dask: DaskConfig | None = Field(
         None, description="Featurize this partner's library over a Dask cluster (null: in this process / data.workers)."
     )
+    tracking_user: str | None = Field(
+        None,
+        description="Sites mode: the partner's own MLflow user (basic-auth app). The coordinator gives it READ on "
+        "the federation's experiment and registered model and EDIT on the partner's experiment "
+        "'<experiment>.site-<name>' only; it gets nothing on other partners' experiments.",
+        max_length=256,
+    )
 
     @field_validator("name")
     @classmethod

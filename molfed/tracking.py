@@ -114,12 +114,49 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
 
-    def start_run(self, name: str, *, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> str:
+    def start_run(
+        self,
+        name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        experiment_id: str | None = None,
+    ) -> str:
+        """A new run in this tracker's experiment (or ``experiment_id``)."""
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run = self.client.create_run(experiment_id or self.experiment_id, run_name=name, tags=all_tags)
         return run.info.run_id
+
+    def experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created (by this tracker's user, who then manages it) if missing."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=_embedded_artifact_root(self.tracking_uri))
+
+    def grant(self, username: str, *, permission: str, experiment_id: str = "", registered_model: str = "") -> None:
+        """Give ``username`` ``permission`` (READ, EDIT, MANAGE, NO_PERMISSIONS) on an experiment or registered
+        model of a server running MLflow's basic-auth app (this tracker's user must manage the resource)."""
+        from mlflow.server.auth.client import AuthServiceClient
+
+        kind, resource = ("experiment", experiment_id) if experiment_id else ("registered_model", registered_model)
+        auth = AuthServiceClient(self.tracking_uri)
+        try:
+            auth.grant_user_permission(username, kind, resource, permission)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            auth.revoke_user_permission(username, kind, resource)  # set exactly this level (a resumed run, a rerun)
+            auth.grant_user_permission(username, kind, resource, permission)
+
+    def has_registered_model(self, name: str) -> bool:
+        try:
+            self.client.get_registered_model(name)
+        except mlflow.exceptions.MlflowException:
+            return False
+        return True
 
     def run_link(self, run_id: str) -> str:
         """A link to the run in the MLflow UI when the store is a server, else the run id and store."""

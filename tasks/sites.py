@@ -60,6 +60,11 @@ def _unclaimed(state: Any, after: float) -> bool:
     return time.monotonic() > after and state is not None and state.is_scheduled()
 
 
+def site_experiment(experiment: str, partner: str) -> str:
+    """The MLflow experiment holding partner ``partner``'s reply runs."""
+    return f"{experiment}.site-{partner}"
+
+
 def request_signer(config: RunConfig) -> RequestSigner:
     """The coordinator's signer of job requests, from ``integrity.coordinator_key``.
 
@@ -93,10 +98,7 @@ class SitePartners:
         self.config, self.tracker, self.run_id = config, tracker, run_id
         self.names = [x.name for x in config.partners]
         self.signer = request_signer(config)
-        self.site_runs = {
-            n: tracker.start_run(f"site-{n}", parent_run_id=run_id, tags={"molfed.kind": "site", "molfed.partner": n})
-            for n in self.names
-        }
+        self.site_runs = {n: self._site_run(n) for n in self.names}
         self.timeout = config.federation.round_timeout_s
         self.offline_after = min(config.federation.offline_after_s, self.timeout)
         self._local_only: dict[str, Any] = {}
@@ -107,6 +109,22 @@ class SitePartners:
         tracker.log_json(run_id, published, "federation/config.json")
         self.bindings: dict[str, str] = {"config": json_digest(published)}
         """Digests of what jobs fetch from the federation run, signed into every request that fetches them."""
+
+    def _site_run(self, name: str) -> str:
+        """The partner's reply run, in its own experiment ``<experiment>.site-<name>`` (MLflow's permissions are per
+        experiment): with ``tracking_user`` set, that user may edit only this experiment and read the federation's,
+        so a site can neither overwrite round weights nor read another site's replies."""
+        experiment = self.tracker.experiment(site_experiment(self.config.tracking.experiment, name))
+        tags = {"molfed.kind": "site", "molfed.partner": name}
+        run = self.tracker.start_run(f"site-{name}", parent_run_id=self.run_id, tags=tags, experiment_id=experiment)
+        user = next(p.tracking_user for p in self.config.partners if p.name == name)
+        if user:
+            self.tracker.grant(user, permission="EDIT", experiment_id=experiment)
+            self.tracker.grant(user, permission="READ", experiment_id=self.tracker.experiment_id)
+            model = self.config.tracking.registered_model
+            if model and self.tracker.has_registered_model(model):
+                self.tracker.grant(user, permission="READ", registered_model=model)
+        return run
 
     def _dispatch(
         self,

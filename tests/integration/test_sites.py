@@ -48,6 +48,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_AUTH = "molfed:prefect-secret"
 MLFLOW_USER, MLFLOW_PASSWORD = "admin", "mlflow-secret-pw1"
+SITE_PASSWORD = "site-secret-pw1"  # each site's own MLflow user is "<name>-site" (least privilege)
 PARTNERS = ("beta", "gamma")
 ABSENT = "alpha"  # declared in the federation, but its site never starts a worker
 OFFLINE_S = 20  # the absent partner fails after this, not after the round timeout (it bounds the prepare wave)
@@ -142,6 +143,26 @@ print(run.state.message or "")
 """
 
 
+def _site_runs(client: MlflowClient, rid: str) -> list:
+    """The federation's ``site-<name>`` runs, one experiment per site."""
+    experiments = [e.experiment_id for e in client.search_experiments() if ".site-" in e.name]
+    return client.search_runs(experiments, f"tags.mlflow.parentRunId = '{rid}' and tags.`molfed.kind` = 'site'")
+
+
+def _create_mlflow_user(mlflow_uri: str, name: str) -> None:
+    body = json.dumps({"username": name, "password": SITE_PASSWORD}).encode()
+    request = urllib.request.Request(
+        f"{mlflow_uri}/api/2.0/mlflow/users/create",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    admin = base64.b64encode(f"{MLFLOW_USER}:{MLFLOW_PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {admin}")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+
+
 def _trigger(env: dict[str, str], cwd: Path, config: dict | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-c", TRIGGER] + ([json.dumps(config)] if config else [])
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=1600)
@@ -169,7 +190,7 @@ def consortium(tmp_path_factory):
     # MLflow server with served artifacts and the basic-auth app; admin credentials from the environment.
     auth_ini = root / "mlflow-auth.ini"
     auth_ini.write_text(
-        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/mlflow-auth.db\n"
+        f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{root}/mlflow-auth.db\n"
         "admin_username = admin\nauthorization_function = "
         "mlflow.server.auth:authenticate_request_basic_auth\n"
         "auth_cache_ttl_seconds = 600\n"  # one password-hash check per client, not one per request
@@ -260,7 +281,7 @@ def consortium(tmp_path_factory):
             "mode": "sites",
             "seed": 0,
             "tasks": [{"name": "expt"}],
-            "partners": [{"name": n} for n in (ABSENT, *PARTNERS)],
+            "partners": [{"name": ABSENT}] + [{"name": n, "tracking_user": f"{n}-site"} for n in PARTNERS],
             "model": {"hidden_channels": 32, "num_layers": 2},
             "train": {"epochs": 1, "lr": 0.003},
             "federation": {"rounds": 1, "round_timeout_s": 600, "offline_after_s": OFFLINE_S, "min_partners": 2},
@@ -287,8 +308,14 @@ def consortium(tmp_path_factory):
             client_env,
             coordinator,
         )
-        for name, site_dir in sites.items():
-            procs.start(f"agent-{name}", [str(BIN / "molfed"), "site-agent", "site.yaml"], client_env, site_dir)
+        for name, site_dir in sites.items():  # each site with its own MLflow user, not the admin's
+            _create_mlflow_user(mlflow_uri, f"{name}-site")
+            site_env = {
+                **client_env,
+                "MLFLOW_TRACKING_USERNAME": f"{name}-site",
+                "MLFLOW_TRACKING_PASSWORD": SITE_PASSWORD,
+            }
+            procs.start(f"agent-{name}", [str(BIN / "molfed"), "site-agent", "site.yaml"], site_env, site_dir)
         started = time.perf_counter()
         trigger = _trigger(client_env, coordinator)
         seconds = time.perf_counter() - started
@@ -339,9 +366,7 @@ def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypa
         assert f"test_rmse.{name}" in parent.data.metrics
     assert parent.data.metrics["partners_failed"] == 0  # the absent partner sat the rounds out, it did not fail them
     assert not any(k.endswith(f".{ABSENT}") for k in parent.data.metrics)
-    sites = client.search_runs(
-        [exp.experiment_id], f"tags.mlflow.parentRunId = '{rid}' and tags.`molfed.kind` = 'site'"
-    )
+    sites = _site_runs(client, rid)
     assert sorted(r.data.tags["molfed.partner"] for r in sites) == sorted((ABSENT, *PARTNERS))
     assert str(client.get_model_version_by_alias("sites-test", "champion").version) == "1"
 
@@ -465,9 +490,7 @@ def test_rounds_ran_under_secure_aggregation_with_verified_signatures(consortium
         assert "masked vectors" in summary
     assert [(m.step, m.value) for m in client.get_metric_history(rid, "signatures_verified")] == [(1, 2.0)]
     assert [m.value for m in client.get_metric_history(rid, "updates_rejected")] == [0.0]
-    sites = client.search_runs(
-        [exp.experiment_id], f"tags.mlflow.parentRunId = '{rid}' and tags.`molfed.kind` = 'site'"
-    )
+    sites = _site_runs(client, rid)
     for run in (r for r in sites if r.data.tags["molfed.partner"] in PARTNERS):
         replies = {a.path for a in client.list_artifacts(run.info.run_id, "replies")}
         assert {"replies/mask-0001.json", "replies/reveal-0001.json"} <= replies
@@ -500,3 +523,34 @@ def test_each_sites_audit_log_holds_its_jobs_and_nothing_of_its_data(consortium)
         assert len({e["key_id"] for e in jobs}) == 1 and all(e["federation"] == "sites-test" for e in jobs)
         text = (audit_path(site_dir / "workspace")).read_text()
         assert "library" not in text and str(site_dir) not in text
+
+
+def test_a_site_can_read_the_federation_and_write_only_its_own_replies(consortium, monkeypatch):
+    """MLflow's basic-auth app, per-experiment permissions as the coordinator granted them: beta's user reads the
+    federation's artifacts and writes its own experiment, but can neither overwrite round weights nor read gamma's
+    replies."""
+    from mlflow.exceptions import MlflowException
+    from requests import HTTPError
+
+    denied = (MlflowException, HTTPError)  # the tracking API and the artifact proxy answer 403 differently
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    admin = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    exp = admin.get_experiment_by_name("sites-test")
+    rid = admin.search_runs([exp.experiment_id], "tags.`molfed.kind` = 'federated'")[0].info.run_id
+    runs = {r.data.tags["molfed.partner"]: r.info.run_id for r in _site_runs(admin, rid)}
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "beta-site")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SITE_PASSWORD)
+    beta = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    assert "global_model/round_0001.pt" in {a.path for a in beta.list_artifacts(rid, "global_model")}
+    forged = consortium["root"] / "round_0001.pt"
+    forged.write_bytes(b"not the global model")
+    with pytest.raises(denied, match="Permission denied|403"):
+        beta.log_artifact(rid, str(forged), "global_model")  # overwrite the round's global weights
+    with pytest.raises(denied, match="Permission denied|403"):
+        beta.log_metric(rid, "val_rmse.gamma", 0.0)
+    with pytest.raises(denied, match="Permission denied|403"):
+        beta.list_artifacts(runs["gamma"], "replies")  # another site's replies
+    with pytest.raises(denied, match="Permission denied|403"):
+        beta.get_run(runs["gamma"])
+    beta.set_tag(runs["beta"], "molfed.test", "own run")  # its own experiment: EDIT
