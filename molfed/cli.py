@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "within the site's policy; refuse and audit everything else",
     )
     agent.add_argument("site_config", type=Path, help="the partner's own YAML: library, workspace, keys, policy")
+    sub.add_parser(
+        "coordinator-agent",
+        help="serve pool molfed-coordinator: run the installed federated-training flow for valid configs only "
+        "(instead of a Prefect worker, which runs any deployment's code)",
+    )
     work = sub.add_parser("site-worker", help="replaced by site-agent (a plain Prefect worker runs any code)")
     work.add_argument("site_config", type=Path)
 
@@ -135,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _deploy(args.config, args.overrides)
         if args.command == "site-agent":
             return _site_agent(args.site_config)
+        if args.command == "coordinator-agent":
+            return _coordinator_agent()
         if args.command == "site-worker":
             raise MolfedError(
                 "site-worker is gone: a Prefect worker runs whatever a deployment names; start "
@@ -319,6 +326,16 @@ def _deploy(config_path: Path, overrides: Sequence[str]) -> int:
 
     for name in deploy(config):
         print(f"deployed {name}")
+    return 0
+
+
+def _coordinator_agent() -> int:
+    prefect_environment(verbose=True)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise MolfedError("coordinator-agent needs the federation's Prefect server: set PREFECT_API_URL")
+    from flows.coordinator_agent import main as serve
+
+    serve()
     return 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import WorkerStatus
 from prefect.deployments import run_deployment
 from prefect.states import Cancelled
@@ -33,6 +34,8 @@ from molfed.tracking import Tracker
 
 POLL_S = 0.1
 """How often the coordinator looks at its pending jobs' states (a job's reply is read as soon as it completes)."""
+OFFLINE_CHECK_S = 5.0
+"""How often, per partner, a job not done after ``offline_after_s`` makes the coordinator check the pool's agents."""
 
 PARTNER_FLOW = "partner-job"
 SECAGG_FLOW = "secagg-job"  # a partner's secure-aggregation steps (same agent, same pool)
@@ -53,11 +56,6 @@ def active(run_id: str) -> SitePartners:
 
 def update_path(server_round: int) -> str:
     return f"replies/update-{server_round:04d}.pt"
-
-
-def _unclaimed(state: Any, after: float) -> bool:
-    """A job still waiting for a worker once the monotonic clock has passed ``after``."""
-    return time.monotonic() > after and state is not None and state.is_scheduled()
 
 
 def site_experiment(experiment: str, partner: str) -> str:
@@ -157,29 +155,41 @@ class SitePartners:
                 partner_deployment(n, flow),
                 parameters={"job": signed},
                 timeout=0,
+                idempotency_key=signed["request"]["nonce"],  # a retried create returns the same flow run
                 flow_run_name=f"{action}-{server_round}-{n}",
             )
         started = time.monotonic()
         deadline, offline_check = started + self.timeout, started + self.offline_after
-        pending, states, offline = dict(runs), {}, set()
+        pending, states, offline, gone = dict(runs), {}, set(), set()
+        checked: dict[str, float] = {}
         with get_client(sync_client=True) as client:
             while pending and time.monotonic() < deadline:
+                ids = FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in pending.values()]))
+                current = {r.id: r.state for r in client.read_flow_runs(flow_run_filter=ids, limit=len(pending))}
+                now = time.monotonic()
                 for n, run in list(pending.items()):
-                    state = client.read_flow_run(run.id).state
+                    state = current.get(run.id)
                     if state is not None and state.is_final():
                         states[n] = state
                         del pending[n]
-                    elif _unclaimed(state, offline_check) and not _worker_online(client, n):
-                        offline.add(n)  # nobody will pick it up: don't wait for the timeout
+                        continue
+                    if now < offline_check or now - checked.get(n, 0.0) < OFFLINE_CHECK_S or state is None:
+                        continue
+                    checked[n] = now  # is anybody serving the pool? (one heartbeat query per partner every 5 s)
+                    if (state.is_scheduled() or state.is_running()) and not _worker_online(client, n):
+                        # unclaimed with nobody to claim it, or its agent died mid-job: don't wait for the timeout
+                        (offline if state.is_scheduled() else gone).add(n)
                         del pending[n]
                 if pending:
                     time.sleep(POLL_S)
             for n, run in runs.items():  # never picked up or still running: stop it, count it as failed
-                if n in pending or n in offline:
+                if n in pending or n in offline or n in gone:
                     client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
         replies, failures = {}, []
         for n in names:
-            if n in offline:
+            if n in gone:
+                failures.append(Failure(n, f"the agent of pool 'partner-{n}' went offline during the {action} job"))
+            elif n in offline:
                 failures.append(
                     Failure(n, f"no worker online for pool 'partner-{n}' after {self.offline_after:.0f} s; start it")
                 )

@@ -1,15 +1,9 @@
 """Sites mode for real: a Prefect server and an MLflow server (served artifacts) with authentication on, a
-coordinator worker and one site agent per partner (``molfed site-agent``), each partner in its own directory with its
-own site config, library, trusted coordinator key and policy. Deploy, run a 1-round federation of three partners of
-which one never starts its agent (its jobs are not picked up and the quorum of 2 lets the run go on without it), read
-everything back, scan for leaks, and read each site's audit log.
-
-The federation runs with secure aggregation and update signing on: each partner signs with the key in its own
-workspace, holds its update back and runs the protocol's steps as light jobs at its site; the absent partner drops
-out at prepare, before any round, so the rounds' protocol runs with the two present partners (threshold 2).
-
-Every process is started on loopback ports and stopped at the end, also on failure.
-"""
+coordinator agent (``molfed coordinator-agent``) and one site agent per partner (``molfed site-agent``), each partner
+in its own directory with its own site config, library, trusted coordinator key, policy and MLflow user. Deploy, run a
+1-round federation of three partners of which one never starts its agent (its jobs are not picked up and the quorum
+of 2 lets the run go on without it), read everything back, scan for leaks, read each site's audit log; then kill an
+agent mid-round in a second federation and resume it."""
 
 from __future__ import annotations
 
@@ -255,7 +249,7 @@ def consortium(tmp_path_factory):
         coordinator = root / "coordinator"
         coordinator.mkdir()
         coordinator_public = keys.write_private_key(coordinator / "coordinator.pem")  # molfed keygen --coordinator-key
-        sites, public_keys = {}, {ABSENT: generate_keypair()[1]}
+        sites, public_keys, agent_envs = {}, {ABSENT: generate_keypair()[1]}, {}
         for name in PARTNERS:
             site_dir = root / f"site-{name}"
             (site_dir / "private").mkdir(parents=True)
@@ -264,7 +258,11 @@ def consortium(tmp_path_factory):
                 "path": "private/library.csv",
                 "workspace": "workspace",
                 "trusted_coordinators": {"consortium": coordinator_public},
-                "policy": {"federations": ["sites-test"], "tasks": ["expt"], "require_secure_aggregation": True},
+                "policy": {
+                    "federations": ["sites-test", "sites-faults"],
+                    "tasks": ["expt"],
+                    "require_secure_aggregation": True,
+                },
             }
             shutil.copy(libraries[name], site_dir / "private" / "library.csv")
             if name == PRIVATE_TASK_SITE:  # a task only this site has: its head stays in its workspace
@@ -303,8 +301,8 @@ def consortium(tmp_path_factory):
         assert deploy.returncode == 0, deploy.stderr[-3000:]
         phases["deploy"] = time.perf_counter() - t0 - phases["servers"]
         procs.start(
-            "worker-coordinator",
-            [str(BIN / "prefect"), "worker", "start", "--pool", "molfed-coordinator", "--type", "process"],
+            "coordinator-agent",
+            [str(BIN / "molfed"), "coordinator-agent"],
             client_env,
             coordinator,
         )
@@ -316,6 +314,7 @@ def consortium(tmp_path_factory):
                 "MLFLOW_TRACKING_PASSWORD": SITE_PASSWORD,
             }
             procs.start(f"agent-{name}", [str(BIN / "molfed"), "site-agent", "site.yaml"], site_env, site_dir)
+            agent_envs[name] = site_env
         started = time.perf_counter()
         trigger = _trigger(client_env, coordinator)
         seconds = time.perf_counter() - started
@@ -332,6 +331,8 @@ def consortium(tmp_path_factory):
             "env": client_env,
             "coordinator": coordinator,
             "phases": phases,
+            "config": config,
+            "agent_envs": agent_envs,
         }
     finally:
         procs.stop_all()
@@ -348,7 +349,7 @@ def test_requests_without_credentials_are_refused(consortium):
 def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypatch):
     trigger, procs = consortium["trigger"], consortium["procs"]
     assert trigger.stdout.startswith("COMPLETED"), (trigger.stdout + trigger.stderr)[-3000:] + procs.tail(
-        "worker-coordinator"
+        "coordinator-agent"
     )
     print(f"sites federation (2 partners x 1 round, one absent) took {consortium['seconds']:.0f} s")
     print(f"set-up phases (s): {json.dumps({k: round(v, 1) for k, v in consortium['phases'].items()})}")
@@ -554,3 +555,82 @@ def test_a_site_can_read_the_federation_and_write_only_its_own_replies(consortiu
     with pytest.raises(denied, match="Permission denied|403"):
         beta.get_run(runs["gamma"])
     beta.set_tag(runs["beta"], "molfed.test", "own run")  # its own experiment: EDIT
+
+
+FAULT_ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def killed_agent(consortium):
+    """A second federation (beta and gamma, quorum 2, 3 rounds, secure aggregation): beta's agent is killed (SIGKILL)
+    as soon as it has accepted its round-2 job. The coordinator sees the agent gone (no heartbeat) and stops the run
+    below quorum, keeping round 1's checkpoint; beta's agent is started again and ``molfed resume`` finishes the run."""
+    procs, env, coordinator = consortium["procs"], consortium["env"], consortium["coordinator"]
+    config = {
+        **consortium["config"],
+        "name": "sites-faults",
+        "partners": [{"name": n, "tracking_user": f"{n}-site"} for n in PARTNERS],
+        "federation": {"rounds": FAULT_ROUNDS, "round_timeout_s": 600, "offline_after_s": 5},
+        "baselines": {"local_only": False, "pooled": False},
+        "tracking": {"experiment": "sites-faults"},
+        "integrity": {**consortium["config"]["integrity"], "public_keys": {}, "signing": False},
+    }
+    (coordinator / "faults.yaml").write_text(yaml.safe_dump(config))
+    audit = AuditLog(audit_path(consortium["sites"]["beta"] / "workspace"))
+    before = len(audit.entries())
+    run = subprocess.Popen(
+        [str(BIN / "molfed"), "run", "faults.yaml"],
+        env=env,
+        cwd=coordinator,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not any(
+            e["decision"] == "accepted" and e["action"] == "round" and e["server_round"] == 2
+            for e in audit.entries()[before:]
+        ):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+            time.sleep(0.05)
+        os.killpg(procs.procs.pop("agent-beta").pid, signal.SIGKILL)  # mid-round: no reply, no heartbeat
+        out, err = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    stopped = (run.returncode, err)
+    procs.start(
+        "agent-beta",
+        [str(BIN / "molfed"), "site-agent", "site.yaml"],
+        consortium["agent_envs"]["beta"],
+        consortium["sites"]["beta"],
+    )
+    run_id = err.rsplit("molfed resume ", 1)[-1].split()[0] if "molfed resume " in err else ""
+    resumed = subprocess.run(
+        [str(BIN / "molfed"), "resume", run_id], env=env, cwd=coordinator, capture_output=True, text=True, timeout=900
+    )
+    return {"stopped": stopped, "run_id": run_id, "resumed": resumed, "audit": audit.entries()[before:]}
+
+
+def test_an_agent_killed_mid_round_stops_the_round_and_resume_finishes_the_run(consortium, killed_agent, monkeypatch):
+    code, err = killed_agent["stopped"]
+    assert code == 2 and "run stopped below quorum" in err, err[-2000:]
+    assert "the agent of pool 'partner-beta' went offline during the round job" in err
+    assert "checkpoint after round 1 kept" in err
+    resumed = killed_agent["resumed"]
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    run = client.get_run(killed_agent["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["molfed.checkpoint.round"] == str(FAULT_ROUNDS)
+    # every round counted once: one value per round, two updates each (no update lost, none counted twice)
+    received = client.get_metric_history(run.info.run_id, "updates_received")
+    assert sorted((m.step, m.value) for m in received) == [(r, 2.0) for r in range(1, FAULT_ROUNDS + 1)]
+    for name in PARTNERS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, f"val_rmse.{name}")]
+        assert sorted(steps) == list(range(1, FAULT_ROUNDS + 1)), (name, steps)
+    # at the site: round 2 was accepted twice (the killed attempt, then the resumed one) and completed once
+    rounds = [(e["decision"], e["server_round"]) for e in killed_agent["audit"] if e["action"] == "round"]
+    assert rounds.count(("accepted", 2)) == 2 and rounds.count(("completed", 2)) == 1, rounds
