@@ -19,23 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molfed.errors import ConfigError
+from molfed.federated.capabilities import STRATEGY_NAMES, caps
 from molfed.site.policy import SitePolicy
 
 ENCODER_NAMES = ("attentivefp", "gine")
-STRATEGY_NAMES = (
-    "fedadagrad",
-    "fedadam",
-    "fedavg",
-    "fedavgm",
-    "fedmedian",
-    "fedprox",
-    "fedtrimmedavg",
-    "fedyogi",
-    "krum",
-    "multikrum",
-    "qfedavg",
-    "scaffold",
-)
 #: Partner names that would collide with the cross-partner summaries ``{split}_{metric}.worst`` / ``.std``.
 RESERVED_PARTNER_NAMES = ("worst", "std")
 _MAX_ERRORS = 5  # validation problems shown in one ConfigError
@@ -492,10 +479,10 @@ class RunConfig(_Model):
                     f"partner {partner.name!r}: sites mode takes partner names only; the path, workspace and "
                     "dask settings belong in the partner's own site config"
                 )
-        if self.mode == "sites" and self.federation.strategy == "scaffold":
+        if self.mode == "sites" and not caps(self.federation.strategy).sites:
             raise ValueError(
-                "federation.strategy: 'scaffold' sends control variates to partners, which sites mode "
-                "does not carry yet; choose another strategy or local mode"
+                f"federation.strategy: {self.federation.strategy!r} sends control variates to partners, which sites "
+                "mode does not carry yet; choose another strategy or local mode"
             )
         if self.mode == "sites" and self.baselines.pooled:
             raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
@@ -520,14 +507,14 @@ class RunConfig(_Model):
 
 
 def _check_privacy(mode: str, strategy: str) -> None:
-    from molfed.privacy.compat import CLIENT_DP_STRATEGIES, NO_SAMPLE_DP_STRATEGIES
+    from molfed.federated.capabilities import names_where
 
-    if mode == "client" and strategy not in CLIENT_DP_STRATEGIES:
+    if mode == "client" and not caps(strategy).client_dp:
         raise ValueError(
             f"privacy.mode 'client' needs a strategy that averages updates, got federation.strategy {strategy!r}; "
-            f"choose from {list(CLIENT_DP_STRATEGIES)}"
+            f"choose from {names_where('client_dp')}"
         )
-    if mode == "sample" and strategy in NO_SAMPLE_DP_STRATEGIES:
+    if mode == "sample" and not caps(strategy).sample_dp:
         raise ValueError(
             f"privacy.mode 'sample': federation.strategy {strategy!r} sends partner statistics computed without "
             "noise; choose another strategy"
@@ -572,11 +559,11 @@ def _check_integrity(config: RunConfig) -> None:
         )
     if not secure.enabled:
         return
-    from molfed.federated.secure.compat import SUM_ONLY_STRATEGIES
+    from molfed.federated.capabilities import names_where
 
     strategy = config.federation.strategy
-    if strategy not in SUM_ONLY_STRATEGIES or strategy == "scaffold":
-        usable = sorted(SUM_ONLY_STRATEGIES - {"scaffold"})
+    if not caps(strategy).secure_sum:
+        usable = names_where("secure_sum")
         raise ValueError(
             f"secure_aggregation.enabled: strategy {strategy!r} needs individual updates (or, for scaffold, extra "
             f"tensors) that secure aggregation hides; set federation.strategy to one of {usable} or turn it off"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 _TIMEOUT_S = 120
+_RETRIES = 7
 
 
 def reply_path(action: str, server_round: int = 0) -> str:
@@ -43,6 +46,24 @@ def upload_json(tracking_uri: str, run_id: str, artifact_file: str, obj: Any) ->
 
 
 def _request(url: str, *, data: bytes | None = None, method: str = "GET") -> bytes:
+    """One HTTP call, retried with backoff (about a minute in all) while the server is unreachable or answers 5xx:
+    a tracking server restarting must not fail a site's job. A PUT of the same file is idempotent."""
+    delay = 0.5
+    for attempt in range(_RETRIES + 1):
+        try:
+            return _request_once(url, data=data, method=method)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == _RETRIES:
+                raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if attempt == _RETRIES:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 16.0)
+    raise AssertionError("unreachable")
+
+
+def _request_once(url: str, *, data: bytes | None, method: str) -> bytes:
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")

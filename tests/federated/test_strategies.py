@@ -39,6 +39,16 @@ def test_config_lists_exactly_the_registered_strategies():
     assert sorted(STRATEGY_NAMES) == ALL
 
 
+def test_every_implementation_declares_its_capabilities_and_the_readme_shows_them():
+    from pathlib import Path
+
+    from molfed.federated.capabilities import STRATEGY_CAPS, capability_table
+
+    assert sorted(STRATEGY_CAPS) == ALL  # one registry of names and flags, one of implementations: same names
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert capability_table() in readme, "README's strategy table is stale: paste capability_table() output"
+
+
 def test_unknown_strategy_lists_choices():
     with pytest.raises(
         ValueError, match=r"unknown strategy 'fedavgg'; choose from \['fedadagrad', 'fedadam', 'fedavg'"

@@ -206,28 +206,24 @@ def consortium(tmp_path_factory):
             server_env,
             root,
         )
-        mlflow_proc = procs.start(
-            "mlflow-server",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--backend-store-uri",
-                f"sqlite:///{store}/mlflow.db",
-                "--artifacts-destination",
-                str(store / "artifacts"),
-                "--serve-artifacts",
-                "--app-name",
-                "basic-auth",
-                "--workers",
-                "1",
-            ],
-            mlflow_env,
-            root,
-        )
+        mlflow_args = [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--serve-artifacts",
+            "--app-name",
+            "basic-auth",
+            "--workers",
+            "1",
+        ]
+        mlflow_proc = procs.start("mlflow-server", mlflow_args, mlflow_env, root)
         prefect_api, mlflow_uri = f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}"
         _wait_for(lambda: _get(f"{prefect_api}/health", PREFECT_AUTH) == 200, "prefect-server", prefect_proc, procs)
         _wait_for(lambda: _get(f"{mlflow_uri}/health") == 200, "mlflow-server", mlflow_proc, procs)
@@ -333,6 +329,7 @@ def consortium(tmp_path_factory):
             "phases": phases,
             "config": config,
             "agent_envs": agent_envs,
+            "restart_mlflow": lambda: procs.start("mlflow-server", mlflow_args, mlflow_env, root),
         }
     finally:
         procs.stop_all()
@@ -562,9 +559,10 @@ FAULT_ROUNDS = 2
 
 @pytest.fixture(scope="module")
 def killed_agent(consortium):
-    """A second federation (beta and gamma, quorum 2, 3 rounds, secure aggregation): beta's agent is killed (SIGKILL)
+    """A second federation (beta and gamma, quorum 2, 2 rounds, secure aggregation): beta's agent is killed (SIGKILL)
     as soon as it has accepted its round-2 job. The coordinator sees the agent gone (no heartbeat) and stops the run
-    below quorum, keeping round 1's checkpoint; beta's agent is started again and ``molfed resume`` finishes the run."""
+    below quorum, keeping round 1's checkpoint; beta's agent is started again and ``molfed resume`` finishes the run,
+    although the MLflow server is stopped and restarted while round 2 runs again (clients retry, nothing fails)."""
     procs, env, coordinator = consortium["procs"], consortium["env"], consortium["coordinator"]
     config = {
         **consortium["config"],
@@ -607,13 +605,38 @@ def killed_agent(consortium):
         consortium["sites"]["beta"],
     )
     run_id = err.rsplit("molfed resume ", 1)[-1].split()[0] if "molfed resume " in err else ""
-    resumed = subprocess.run(
-        [str(BIN / "molfed"), "resume", run_id], env=env, cwd=coordinator, capture_output=True, text=True, timeout=900
+    gamma = AuditLog(audit_path(consortium["sites"]["gamma"] / "workspace"))
+    seen = len(gamma.entries())
+    resume = subprocess.Popen(
+        [str(BIN / "molfed"), "resume", run_id],
+        env=env,
+        cwd=coordinator,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    try:  # the store goes away while round 2 runs again, and comes back ~10 s later
+        deadline = time.monotonic() + 600
+        while not any(e["decision"] == "accepted" and e["action"] == "round" for e in gamma.entries()[seen:]):
+            assert resume.poll() is None and time.monotonic() < deadline, resume.communicate()[1][-3000:]
+            time.sleep(0.05)
+        procs.stop("mlflow-server")
+        outage = time.monotonic()
+        proc = consortium["restart_mlflow"]()
+        _wait_for(lambda: _get(f"{consortium['mlflow_uri']}/health") == 200, "mlflow-server", proc, procs)
+        outage = time.monotonic() - outage
+        out, err = resume.communicate(timeout=900)
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+    resumed = subprocess.CompletedProcess(resume.args, resume.returncode, out, err)
+    print(f"MLflow server down for {outage:.1f} s during the resumed run")
     return {"stopped": stopped, "run_id": run_id, "resumed": resumed, "audit": audit.entries()[before:]}
 
 
-def test_an_agent_killed_mid_round_stops_the_round_and_resume_finishes_the_run(consortium, killed_agent, monkeypatch):
+def test_an_agent_killed_mid_round_stops_the_round_and_resume_finishes_the_run_through_a_store_outage(
+    consortium, killed_agent, monkeypatch
+):
     code, err = killed_agent["stopped"]
     assert code == 2 and "run stopped below quorum" in err, err[-2000:]
     assert "the agent of pool 'partner-beta' went offline during the round job" in err

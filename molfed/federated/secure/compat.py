@@ -1,32 +1,30 @@
-"""Which aggregation strategies can run under secure aggregation.
+"""Which aggregation strategies can run under secure aggregation (read from :mod:`molfed.federated.capabilities`).
 
 Secure aggregation reveals only ``sum_k n_k w_k`` and ``sum_k n_k`` of the round. Strategies that need nothing but
 the (weighted) mean can use it; strategies that look at individual updates (medians, trimming, distances between
-updates, per-partner loss reweighting) cannot.
+updates, per-partner loss reweighting) or need per-partner tensors beside the update (SCAFFOLD's control deltas)
+cannot.
 """
 
 from __future__ import annotations
 
-SUM_ONLY_STRATEGIES = frozenset({"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold"})
-"""Need only the weighted mean (server optimizers act on the mean delta; SCAFFOLD's control deltas are sums too)."""
-INDIVIDUAL_UPDATE_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg", "krum", "multikrum", "qfedavg"})
-"""Need every partner's update: coordinate-wise median/trimming, pairwise distances, per-partner loss weights."""
+from molfed.federated.capabilities import STRATEGY_NAMES, caps, names_where
+
+SUM_ONLY_STRATEGIES = frozenset(names_where("secure_sum"))
+"""Need only the weighted mean (server optimizers act on the mean delta)."""
+INDIVIDUAL_UPDATE_STRATEGIES = frozenset(STRATEGY_NAMES) - SUM_ONLY_STRATEGIES
+"""Need every partner's update or tensors beside it."""
 
 
 def requires_individual_updates(strategy_name: str) -> bool:
-    """Whether ``strategy_name`` must see individual updates (and so cannot run under secure aggregation).
+    """Whether ``strategy_name`` must see more than the sum of updates (and so cannot run under secure aggregation).
 
     Raises
     ------
     ValueError
-        If the strategy is in neither list; a new strategy must be classified here.
+        If the strategy is not registered.
     """
-    if strategy_name in INDIVIDUAL_UPDATE_STRATEGIES:
-        return True
-    if strategy_name in SUM_ONLY_STRATEGIES:
-        return False
-    known = sorted(SUM_ONLY_STRATEGIES | INDIVIDUAL_UPDATE_STRATEGIES)
-    raise ValueError(f"unknown strategy {strategy_name!r}; choose from {known}")
+    return not caps(strategy_name).secure_sum
 
 
 def check_strategy_compatible(strategy_name: str, secure_aggregation: bool) -> None:
