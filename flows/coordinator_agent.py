@@ -115,6 +115,10 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from flows.site_agent import ensure_pool
+
+    with get_client(sync_client=True) as client:
+        ensure_pool(client, POOL)
     print(f"coordinator agent on pool {POOL}", flush=True)
     CoordinatorAgent().serve(stop)
 
