@@ -183,7 +183,14 @@ def _consortium(args: argparse.Namespace, root: Path, stack: Stack) -> tuple[dic
         (site / "private").mkdir(parents=True)
         shutil.copy(libraries[n], site / "private" / "library.csv")
         policy = {"federations": ["bench-sites"], "tasks": ["expt"]}
-        spec = {"name": n, "path": "private/library.csv", "workspace": "workspace", "policy": policy}
+        # all sites share this machine: one training thread each, as local mode gives each of 3 partners on 2 cores
+        spec = {
+            "name": n,
+            "path": "private/library.csv",
+            "workspace": "workspace",
+            "policy": policy,
+            "torch_threads": 1,
+        }
         (site / "site.yaml").write_text(yaml.safe_dump(spec | {"trusted_coordinators": trusted}))
     deploy = [f"{BIN}/molfed", "deploy", "--config", str(_configs(root, args.rounds, args.secure)["sites"])]
     done = subprocess.run(deploy, env=env, capture_output=True, text=True)

@@ -76,15 +76,13 @@ class CoordinatorAgent:
         return "started"
 
     def serve(self, stop: threading.Event) -> None:
-        from datetime import UTC, datetime
+        from flows.site_agent import scheduled_runs
 
         with get_client(sync_client=True) as client:
             while not stop.is_set():
                 try:
-                    for response in client.get_scheduled_flow_runs_for_work_pool(
-                        POOL, scheduled_before=datetime.now(UTC)
-                    ):
-                        self.process(client, response.flow_run)
+                    for flow_run in scheduled_runs(client, POOL):
+                        self.process(client, flow_run)
                     client.send_worker_heartbeat(POOL, "molfed-coordinator-agent", heartbeat_interval_seconds=30)
                 except Exception as exc:  # the API briefly unreachable: keep serving
                     log.warning("polling pool %s failed (%s); retrying", POOL, type(exc).__name__)

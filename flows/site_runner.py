@@ -167,8 +167,8 @@ class WarmSite:
         return {"reveal": wire.reveal_to_json(reveal)}
 
 
-def torch_threads() -> None:
-    """A site's jobs run one at a time: let torch use the machine's cores."""
+def torch_threads(threads: int | None = None) -> None:
+    """A site's jobs run one at a time: let torch use the machine's cores (or ``threads``)."""
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))

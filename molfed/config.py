@@ -801,6 +801,13 @@ class SiteConfig(_PrivateTasks):
     dask: DaskConfig | None = Field(
         None, description="Featurize this site's library over a Dask cluster (null: in this process / data.workers)."
     )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Threads the site agent's training uses (default: every core of the machine). Lower it when "
+        "several sites share one machine (a test or a benchmark).",
+    )
     trusted_coordinators: dict[str, str] = Field(
         default_factory=dict,
         description="Name -> Ed25519 public key (base64 or PEM, as `molfed keygen --coordinator-key` prints) of the "

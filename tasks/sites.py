@@ -19,6 +19,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import WorkerStatus
 from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled
 
 from molfed.config import RunConfig
@@ -32,7 +34,7 @@ from molfed.site.requests import RequestSigner, json_digest
 from molfed.site_artifacts import reply_path
 from molfed.tracking import Tracker
 
-POLL_S = 0.1
+POLL_S = 0.2
 """How often the coordinator looks at its pending jobs' states (a job's reply is read as soon as it completes)."""
 OFFLINE_CHECK_S = 5.0
 """How often, per partner, a job not done after ``offline_after_s`` makes the coordinator check the pool's agents."""
@@ -56,6 +58,32 @@ def active(run_id: str) -> SitePartners:
 
 def update_path(server_round: int) -> str:
     return f"replies/update-{server_round:04d}.pt"
+
+
+def _create_job(deployment: str, job: Mapping[str, Any], name: str) -> Any:
+    """A flow run of ``deployment`` carrying the signed ``job``, retried quickly while the server is busy.
+
+    A Prefect server on SQLite answers 503 when two writers collide ("database is locked"); its client then waits
+    2, 4, 8, ... s. Here a 503 is retried after 50 ms, growing to 2 s; the request's nonce is the idempotency key, so
+    a retry of a create that did reach the database returns the same flow run."""
+    delay = 0.05
+    for attempt in range(60):
+        try:
+            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+                return run_deployment(
+                    deployment,
+                    parameters={"job": job},
+                    timeout=0,
+                    idempotency_key=job["request"]["nonce"],
+                    flow_run_name=name,
+                    as_subflow=False,  # no placeholder task run in the federation's flow run: one write less per job
+                )
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code not in (429, 502, 503) or attempt == 59:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    raise AssertionError("unreachable")
 
 
 def site_experiment(experiment: str, partner: str) -> str:
@@ -151,13 +179,7 @@ class SitePartners:
                 **(each or {}).get(n, {}),
             }
             signed = self.signer.sign(job, bindings=bindings or {}, lifetime_s=self.timeout + 120)
-            runs[n] = run_deployment(
-                partner_deployment(n, flow),
-                parameters={"job": signed},
-                timeout=0,
-                idempotency_key=signed["request"]["nonce"],  # a retried create returns the same flow run
-                flow_run_name=f"{action}-{server_round}-{n}",
-            )
+            runs[n] = _create_job(partner_deployment(n, flow), signed, f"{action}-{server_round}-{n}")
         started = time.monotonic()
         deadline, offline_check = started + self.timeout, started + self.offline_after
         pending, states, offline, gone = dict(runs), {}, set(), set()
