@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: setup demo test lint bench bench-large clean
+.PHONY: setup demo test lint bench bench-large bench-sites clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: setup
 # Target 3 at full size: a 1,000,000-molecule library (generated, not committed); tens of minutes.
 bench-large: setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/large.py 1000000 --workers 2
+
+# Sites mode next to local mode (issue 15's targets): servers and 3 site agents on loopback; ~15 min.
+bench-sites: setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/sites.py --rounds 10 --repeat 2
 
 clean:
 	rm -rf mlruns/mlflow.db mlruns/artifacts .prefect workspaces demo_data
