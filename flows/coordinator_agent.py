@@ -22,11 +22,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Failed, Pending
 
+from flows.deploy import COORDINATOR_POOL, ensure_pool
 from molfed.config import RunConfig, parse_config
 from molfed.errors import ConfigError
 
 log = logging.getLogger(__name__)
-POOL = "molfed-coordinator"
+POOL = COORDINATOR_POOL
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -113,10 +114,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    from flows.site_agent import ensure_pool
-
-    with get_client(sync_client=True) as client:
-        ensure_pool(client, POOL)
+    ensure_pool(POOL)
     print(f"coordinator agent on pool {POOL}", flush=True)
     CoordinatorAgent().serve(stop)
 

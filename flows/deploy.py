@@ -25,6 +25,7 @@ from prefect.schedules import Cron
 from prefect.workers.process import ProcessWorker
 
 from molfed.config import RunConfig
+from tasks.sites import partner_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COORDINATOR_POOL = "molfed-coordinator"
@@ -60,7 +61,7 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
         job = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:partner_job")
         secagg = flow.from_source(source=str(source), entrypoint="flows/partner_job.py:secagg_job")
         for partner in config.partners:
-            pool = f"partner-{partner.name}"
+            pool = partner_pool(partner.name)
             ensure_pool(pool)
             job.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
             secagg.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)

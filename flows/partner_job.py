@@ -12,8 +12,8 @@ from typing import Any
 
 from prefect import flow
 
-PARTNER_FLOW = "partner-job"
-SECAGG_FLOW = "secagg-job"
+from tasks.sites import PARTNER_FLOW, SECAGG_FLOW
+
 _REFUSAL = "sites-mode jobs run only under `molfed site-agent`, never in a Prefect worker"
 
 

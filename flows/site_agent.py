@@ -19,7 +19,6 @@ worker status ONLINE, which the coordinator reads to tell an absent partner.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import socket
@@ -32,6 +31,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Completed, Failed, Pending, Running
 
+from flows.deploy import ensure_pool
 from molfed.config import SiteConfig
 from molfed.errors import ConfigError
 from molfed.federated.site_jobs import errors_stay_at_site
@@ -39,13 +39,10 @@ from molfed.site.audit import AuditEntry, AuditLog, audit_path
 from molfed.site.jobs import Job, parse_job
 from molfed.site.policy import check_request
 from molfed.site.requests import RequestRefused, SeenNonces, Verified, trusted_keys, verify_request
+from tasks.sites import partner_pool
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
-
-
-def pool_name(partner: str) -> str:
-    return f"partner-{partner}"
 
 
 class SiteAgent:
@@ -70,7 +67,7 @@ class SiteAgent:
                 "and the tasks whose heads may leave it (default deny)"
             )
         self.site, self.poll_s = site, poll_s
-        self.pool = pool_name(site.name)
+        self.pool = partner_pool(site.name)
         self.worker = f"molfed-site-agent-{site.name}-{socket.gethostname()}"
         self.trusted = trusted_keys(site.trusted_coordinators)
         self.audit = AuditLog(audit_path(site.workspace))
@@ -216,15 +213,6 @@ def scheduled_runs(client: Any, pool: str, limit: int = 50) -> list[Any]:
     )
 
 
-def ensure_pool(client: Any, name: str) -> None:
-    """Create ``name`` as a work pool unless it exists (the agent can start before ``molfed deploy``)."""
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
-    with contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-
-
 def main(site: SiteConfig) -> None:
     """Run the agent until interrupted (SIGINT/SIGTERM)."""
     import signal
@@ -233,8 +221,7 @@ def main(site: SiteConfig) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with get_client(sync_client=True) as client:
-        ensure_pool(client, agent.pool)
+    ensure_pool(agent.pool)
     print(f"partner {site.name}: site agent on pool {agent.pool} (audit log {agent.audit.path})", flush=True)
     started = time.monotonic()
     agent.serve(stop)

@@ -9,6 +9,7 @@ is checked on the real federation config before the library is opened.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,6 +39,9 @@ class WarmSite:
         self._tracker: Tracker | None = None
         self._data: dict[str, PartnerData] = {}
         """Prepared data by the digest of the federation config it was prepared for."""
+        self._signed: dict[str, Any] = {}
+        """JSON artifacts already fetched and checked, by their signed digest (a federation's config and plan are
+        the same for every job: fetched once, not once per round)."""
         self.ledger = None
         if site.policy.max_epsilon is not None:
             self.ledger = EpsilonLedger(site.workspace / "agent" / "epsilon.json", delta=1e-5)
@@ -68,8 +72,6 @@ class WarmSite:
         reply: dict[str, Any]
         if job.action == "prepare":
             prepared = jobs.prepare(data)
-            from dataclasses import asdict
-
             reply = {"summary": asdict(prepared.summary), "moments": prepared.moments}
         elif job.action == "round":
             reply = self._round(job, request, federation, config, data)
@@ -77,10 +79,22 @@ class WarmSite:
             reply = self._finish(job, request, config, data)
         self.tracker.log_json(job.site_run_id, reply, reply_path(job.action, job.server_round))
 
+    def _signed_json(self, job: PartnerJob, request: Verified, path: str, name: str) -> Any:
+        """The JSON artifact ``path`` of the federation run, checked against the digest the request bound ``name``
+        to (from this process's cache when an earlier job fetched and checked the same digest)."""
+        signed = request.bindings.get(name)
+        if signed in self._signed:
+            return self._signed[signed]
+        obj = self.tracker.download_json(job.parent_run_id, path)
+        check_binding(request.bindings, name, json_digest(obj))
+        if len(self._signed) >= 16:  # a few federations' config and plan
+            self._signed.clear()
+        self._signed[request.bindings[name]] = obj
+        return obj
+
     def _federation(self, job: PartnerJob, request: Verified) -> tuple[RunConfig, str]:
-        raw = self.tracker.download_json(job.parent_run_id, "federation/config.json")
-        digest = json_digest(raw)
-        check_binding(request.bindings, "config", digest)
+        raw = self._signed_json(job, request, "federation/config.json", "config")
+        digest = request.bindings["config"]
         try:
             federation = RunConfig.model_validate(raw)
         except ValidationError as exc:
@@ -89,8 +103,7 @@ class WarmSite:
         return federation, digest
 
     def _plan(self, job: PartnerJob, request: Verified) -> tuple[ModelSpec, dict]:
-        plan = self.tracker.download_json(job.parent_run_id, "federation/plan.json")
-        check_binding(request.bindings, "plan", json_digest(plan))
+        plan = self._signed_json(job, request, "federation/plan.json", "plan")
         return ModelSpec.from_dict(plan["spec"]), plan["scaling"]
 
     def _weights(self, job: PartnerJob, request: Verified, server_round: int, name: str) -> dict:

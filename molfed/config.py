@@ -423,7 +423,8 @@ class RunConfig(_Model):
     mode: Literal["local", "sites"] = Field(
         "local",
         description="local: every partner in this process (simulation, demo). sites: each partner runs its own "
-        "Prefect worker on pool 'partner-<name>' and reads its own site config; this config names partners only.",
+        "site agent (molfed site-agent) on pool 'partner-<name>' with its own site config; this config names "
+        "partners only.",
     )
     tasks: list[TaskSpec] = Field(min_length=1, description="Prediction targets.")
     partners: list[PartnerConfig] = Field(min_length=1, description="Partners taking part.")

@@ -4,8 +4,8 @@ Each protocol step is one signed ``secagg-job`` run per partner, served by the p
 process (``flows/site_runner.py``), dispatched to all partners at once. The round keys need no job of their own:
 each partner's round job generates them next to the update it holds back, and they arrive with its reply
 (:attr:`SitePartners.adverts`). So a round costs three more jobs per partner on top of training: share keys, mask,
-reveal. Parameters and replies carry
-protocol messages only (public keys, encrypted shares, masked vectors with signatures, share reveals).
+reveal. Parameters and replies carry protocol messages only (public keys, encrypted shares, masked vectors with
+signatures, share reveals).
 
 A partner that dropped out never gets a job telling it the round is over: its next job (or its finish job) removes
 what is left of the round at its site (:func:`molfed.federated.secure.site.forget`).

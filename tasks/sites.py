@@ -44,8 +44,13 @@ SECAGG_FLOW = "secagg-job"  # a partner's secure-aggregation steps (same agent, 
 _ACTIVE: dict[str, SitePartners] = {}
 
 
+def partner_pool(name: str) -> str:
+    """The Prefect work pool that partner ``name``'s site agent serves."""
+    return f"partner-{name}"
+
+
 def partner_deployment(name: str, flow: str = PARTNER_FLOW) -> str:
-    return f"{flow}/partner-{name}"
+    return f"{flow}/{partner_pool(name)}"
 
 
 def active(run_id: str) -> SitePartners:
@@ -113,7 +118,7 @@ def request_signer(config: RunConfig) -> RequestSigner:
 
 def _worker_online(client: Any, partner: str) -> bool:
     """Whether any worker of the partner's pool has sent a heartbeat recently (Prefect's ONLINE status)."""
-    workers = client.read_workers_for_work_pool(f"partner-{partner}")
+    workers = client.read_workers_for_work_pool(partner_pool(partner))
     return any(w.status == WorkerStatus.ONLINE for w in workers)
 
 
@@ -209,15 +214,16 @@ class SitePartners:
                     client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
         replies, failures = {}, []
         for n in names:
+            pool = partner_pool(n)
             if n in gone:
-                failures.append(Failure(n, f"the agent of pool 'partner-{n}' went offline during the {action} job"))
+                failures.append(Failure(n, f"the agent of pool '{pool}' went offline during the {action} job"))
             elif n in offline:
                 failures.append(
-                    Failure(n, f"no worker online for pool 'partner-{n}' after {self.offline_after:.0f} s; start it")
+                    Failure(n, f"no worker online for pool '{pool}' after {self.offline_after:.0f} s; start it")
                 )
             elif n in pending:
                 failures.append(
-                    Failure(n, f"no reply within {self.timeout:.0f} s; is the worker for pool 'partner-{n}' running?")
+                    Failure(n, f"no reply within {self.timeout:.0f} s; is the worker for pool '{pool}' running?")
                 )
             elif not states[n].is_completed():
                 failures.append(Failure(n, f"{action} job {states[n].type.value.lower()}: {states[n].message or ''}"))

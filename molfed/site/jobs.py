@@ -8,11 +8,16 @@ the job (:mod:`molfed.site.requests`).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from molfed.site.requests import RequestRefused
+
+PartnerAction = Literal["prepare", "round", "finish"]
+SecAggAction = Literal["share_keys", "mask", "reveal"]
+PARTNER_JOBS: tuple[PartnerAction, ...] = get_args(PartnerAction)
+SECAGG_STEPS: tuple[SecAggAction, ...] = get_args(SecAggAction)
 
 RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -33,7 +38,7 @@ class _Job(BaseModel):
 class PartnerJob(_Job):
     """prepare, round or finish: the partner's training-side jobs."""
 
-    action: Literal["prepare", "round", "finish"]
+    action: PartnerAction
     options: dict[Annotated[str, Field(max_length=64)], float] = Field(default_factory=dict, max_length=32)
     parity_task: Annotated[int, Field(ge=0, le=10_000)] | None = None
     parity_edges: list[float] = Field(default_factory=list, max_length=1_000)
@@ -52,7 +57,7 @@ class PartnerJob(_Job):
 class SecAggJob(_Job):
     """One secure-aggregation step: public keys, ciphertexts and names. Never data or weights."""
 
-    action: Literal["share_keys", "mask", "reveal"]
+    action: SecAggAction
     roster: dict[Name, dict[Annotated[str, Field(max_length=32)], _Short | None]] = Field(
         default_factory=dict, max_length=10_000
     )
@@ -72,7 +77,7 @@ def parse_job(raw: dict) -> Job:
         ``malformed request: ...`` naming the first offending field (never its value).
     """
     action = raw.get("action")
-    model: type[_Job] = PartnerJob if action in ("prepare", "round", "finish") else SecAggJob
+    model: type[_Job] = PartnerJob if action in PARTNER_JOBS else SecAggJob
     try:
         return model.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as exc:

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from molfed.site.jobs import PARTNER_JOBS, SECAGG_STEPS, PartnerAction, SecAggAction
 from molfed.site.requests import RequestRefused
 
 if TYPE_CHECKING:
     from molfed.config import RunConfig
 
-JobKind = Literal["prepare", "round", "finish", "share_keys", "mask", "reveal"]
-PARTNER_JOBS: tuple[JobKind, ...] = ("prepare", "round", "finish")
-SECAGG_STEPS: tuple[JobKind, ...] = ("share_keys", "mask", "reveal")
+JobKind = Literal[PartnerAction, SecAggAction]
 
 
 class SitePolicy(BaseModel):
