@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -383,8 +384,31 @@ def _predict(args: argparse.Namespace) -> int:
     out = pd.concat([frame.reset_index(drop=True), preds.reset_index(drop=True)], axis=1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.output, index=False)
-    print(f"wrote {len(out)} predictions ({int((~preds['valid']).sum())} invalid SMILES) to {args.output}")
+    invalid = [i for i, ok in enumerate(preds["valid"].tolist()) if not ok]
+    rejects = _predict_rejects(frame[args.smiles_column].tolist(), invalid, args.smiles_column)
+    counts = Counter(r.reason for r in rejects)
+    text = f"wrote {len(out)} predictions ({len(invalid)} invalid SMILES"
+    if rejects:
+        from molfed.data.library import write_rejects
+
+        report = write_rejects(rejects, args.output.with_name(f"{args.output.stem}.rejects.csv"))
+        text += ": " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) + f"; rows in {report}"
+    print(f"{text}) to {args.output}")
     return 0
+
+
+def _predict_rejects(smiles: Sequence[str], invalid: Sequence[int], column: str) -> list[Any]:
+    """A :class:`~molfed.data.library.Reject` per invalid input row (row = CSV line, header = 1), with its reason."""
+    from molfed.chem.standardize import parse_smiles, reason_detail
+    from molfed.data.library import Reject
+
+    rejects = []
+    for i in invalid:
+        text = smiles[i]
+        _, reason = parse_smiles(text)
+        detail = reason_detail(text) if reason not in (None, "empty_smiles") else ""
+        rejects.append(Reject(i + 2, reason or "unstandardizable_molecule", column, detail))
+    return rejects
 
 
 def _validate(config_path: Path, overrides: Sequence[str]) -> int:

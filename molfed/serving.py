@@ -19,7 +19,8 @@ def predict_smiles(
 ) -> pd.DataFrame:
     """Predictions ``[len(smiles), n_tasks]`` as a DataFrame with one column per task and a ``valid`` column.
 
-    Unparsable SMILES get NaN predictions and ``valid = False``.
+    Unparsable SMILES (any :data:`~molfed.chem.standardize.PARSE_REASONS` reason, e.g. a non-ASCII character) and
+    molecules standardization fails on get NaN predictions and ``valid = False``.
     """
     n_tasks = len(model.spec.task_names)
     preds = np.full((len(smiles), n_tasks), np.nan, dtype=np.float64)
@@ -29,7 +30,10 @@ def predict_smiles(
         mol, _ = parse_smiles(s)
         if mol is None:
             continue
-        mols.append(standardize_mol(mol, standardize))
+        try:
+            mols.append(standardize_mol(mol, standardize))
+        except ValueError:
+            continue
         index.append(i)
     graphs = graphs_from_codes(encode_mols(mols))
     device = next(model.parameters()).device

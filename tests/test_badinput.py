@@ -27,6 +27,7 @@ from rdkit import Chem, rdBase
 from molfed.chem.standardize import MAX_HEAVY_ATOMS, StandardizeOptions
 from molfed.cli import main
 from molfed.data.cache import featurize_library
+from molfed.data.library import read_library
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "badinput"
@@ -76,6 +77,7 @@ LIBRARIES: dict[str, Counts | Fails] = {
     "smiles_dative.csv": Counts(4, 4),
     "smiles_wildcard.csv": Counts(5, 2, rejects={"wildcard_atom": 3}),
     "smiles_control_char.csv": Counts(3, 2, rejects={"unparsable_smiles": 1}),
+    "smiles_non_ascii.csv": Counts(7, 3, rejects={"non_ascii_smiles": 4}),  # the NBSP-wrapped row is kept
     "generated_too_large.csv": Counts(7, 3, rejects={"too_large": 4}),
     # labels and duplicates
     "labels_non_numeric.csv": Counts(8, 2, rejects={"non_numeric_label": 6}),
@@ -338,6 +340,22 @@ def test_rejects_report_names_rows_and_reasons(corpus, tmp_path, capfd):
     with (tmp_path / "ws" / "rejects.csv").open(newline="") as handle:
         rows = [(r["row"], r["column"], r["reason"]) for r in csv.DictReader(handle)]
     assert rows == [("4", "smiles", "unparsable_smiles"), ("5", "smiles", "unparsable_smiles")]
+
+
+def test_non_ascii_smiles_are_rejected_with_row_and_position(corpus, tmp_path, capfd):
+    """A look-alike letter at the end, the start or inside is a counted reject, never another molecule; the
+    SMILES wrapped in non-breaking spaces is stripped and kept as written."""
+    validate(capfd, str(library_config(corpus, "smiles_non_ascii.csv", tmp_path)))
+    with (tmp_path / "ws" / "rejects.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [(r["row"], r["reason"], r["detail"].split(",")[0]) for r in csv.DictReader(handle)]
+    assert rows == [
+        ("4", "non_ascii_smiles", "character 8 is U+041E"),
+        ("5", "non_ascii_smiles", "character 9 is U+00E9"),
+        ("6", "non_ascii_smiles", "character 1 is U+FF23"),
+        ("7", "non_ascii_smiles", "character 5 is U+200B"),
+    ]
+    library = read_library(corpus / "smiles_non_ascii.csv", label_columns=["expt"], task_types=["regression"])
+    assert sorted(library.smiles) == sorted(["CCCCCCCCCO", "CCOc1ccccc1", "Cc1ccc(O)cc1"])
 
 
 def test_too_large_molecules_never_reach_rdkit_or_the_featurizer(corpus, tmp_path):

@@ -25,11 +25,19 @@ Failure categories returned by :func:`parse_smiles` (a fixed set, safe to log):
 ``wildcard_atom``
     A dummy atom (``*``, ``[*:1]``, an SDF ``R#``/query atom): a polymer repeat unit,
     an R-group or an attachment point, not a defined compound.
+``non_ascii_smiles``
+    A character outside ASCII anywhere in the (stripped) text: a Cyrillic ``О`` typed
+    for ``O``, an ``é``, a full-width ``Ｃ``, a zero-width space. RDKit skips some of
+    them silently (``"CCО"`` parses as ethane, ``"ＣCO"`` as methanol), so the row would be
+    kept as another molecule with its label.
 
-SMILES with whitespace inside (``"CC O"``) are ``unparsable_smiles``: RDKit would
-read only the text before the space (the rest becomes the molecule's name) and
-silently return another molecule. A CXSMILES extension (``"CCO |$;;$|"``) is the
-one exception.
+Surrounding whitespace is stripped first, as Python's ``str.strip()`` does: every Unicode
+whitespace character (space, tab, CR/LF, vertical tab, form feed, the non-breaking space
+U+00A0, U+2000-U+200A, U+3000, ...). Zero-width characters (U+200B, U+FEFF) are not
+whitespace: they are ``non_ascii_smiles``. SMILES with whitespace inside (``"CC O"``) are
+``unparsable_smiles``: RDKit would read only the text before the space (the rest becomes
+the molecule's name) and silently return another molecule. A CXSMILES extension
+(``"CCO |$;;$|"``) is the one exception.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ PARSE_REASONS: Final = (
     "empty_molecule",
     "too_large",
     "wildcard_atom",
+    "non_ascii_smiles",
 )
 MAX_SMILES_LENGTH: Final = 10_000
 """Longest SMILES text parsed (characters, after stripping surrounding whitespace)."""
@@ -160,6 +169,8 @@ def _parse(smiles: str) -> tuple[Chem.Mol | None, str | None]:
         return None, "too_large"
     if _inner_whitespace(text):
         return None, "unparsable_smiles"
+    if not text.isascii():
+        return None, "non_ascii_smiles"
     mol = Chem.MolFromSmiles(text, sanitize=False)
     reason = sanitize_reason(mol, text)
     if reason is not None:
@@ -188,6 +199,8 @@ def reason_detail(smiles: str) -> str:
         return f"SMILES has {len(text)} characters; the limit is {MAX_SMILES_LENGTH}"
     if _inner_whitespace(text):
         return "SMILES contains whitespace; RDKit would ignore the text after it"
+    if not text.isascii():
+        return _non_ascii_detail(text)
     message = ""
     with rdBase.CaptureErrorLog() as capture:
         mol = Chem.MolFromSmiles(text, sanitize=False)
@@ -223,6 +236,15 @@ def _structure_reason(mol: Chem.Mol, text: str | None = None) -> str | None:
     if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
         return "wildcard_atom"
     return None
+
+
+def _non_ascii_detail(text: str) -> str:
+    """Which non-ASCII character, where (1-based, in the stripped text), and what to do."""
+    position, char = next((i, c) for i, c in enumerate(text, 1) if not c.isascii())
+    return (
+        f"character {position} is U+{ord(char):04X}, not ASCII (a look-alike letter or a typographic character?); "
+        "RDKit could read another molecule: retype the SMILES in ASCII"
+    )
 
 
 def _inner_whitespace(text: str) -> bool:

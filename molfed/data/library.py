@@ -14,7 +14,8 @@ Reject reasons: ``empty_smiles``, ``unparsable_smiles`` (also a SMILES with whit
 inside), ``unsanitizable_smiles``, ``empty_molecule``, ``too_large`` (over
 :data:`~molfed.chem.standardize.MAX_HEAVY_ATOMS` heavy atoms or
 :data:`~molfed.chem.standardize.MAX_SMILES_LENGTH` characters), ``wildcard_atom`` (``*``,
-R-groups), ``unparsable_molecule_block`` (SDF), ``missing_label`` (all labels of the row
+R-groups), ``non_ascii_smiles`` (a character outside ASCII: RDKit could read another
+molecule), ``unparsable_molecule_block`` (SDF), ``missing_label`` (all labels of the row
 empty), ``non_numeric_label``, ``non_finite_label`` (also beyond float32's range),
 ``invalid_class_label`` (classification label not 0/1), ``conflicting_duplicate``,
 ``duplicate``. See ``tests/badinput/README.md`` for a case of each.

@@ -50,6 +50,15 @@ TEXT: dict[str, str] = {
     "smiles_dative.csv": rows(("CCN(CC)(CC)->O", "-1.305"), ("[NH3]->[Pt+2](<-[NH3])(Cl)Cl", "-3.871")),
     "smiles_wildcard.csv": rows(("*CC(*)c1ccccc1", "-1.305"), ("c1ccccc1[*:1]", "-3.871"), ("*", "-0.446")),
     "smiles_control_char.csv": rows(("CCCC\x00CCO", "-1.305")),
+    # non-ASCII: a Cyrillic O last (RDKit read heptane), an e-acute last, a full-width C first (RDKit read
+    # hexanol), a zero-width space inside; a valid SMILES wrapped in non-breaking spaces is stripped and kept
+    "smiles_non_ascii.csv": rows(
+        ("CCCCCCC\u041e", "-1.305"),
+        ("CCCCCCCC\u00e9", "-3.871"),
+        ("\uff23CCCCCO", "-0.446"),
+        ("CCCC\u200bCCCO", "-5.219"),
+        ("\u00a0CCCCCCCCCO\u00a0", "-7.654"),
+    ),
     # ---- labels
     "labels_non_numeric.csv": rows(
         ("CCCCCCCO", "abc"),

@@ -42,6 +42,24 @@ def test_parse_success_strips_whitespace():
     assert reason is None and Chem.MolToSmiles(mol) == "CCO"
 
 
+LOOK_ALIKES = ["\u041e", "\u00e9", "\uff23", "\u200b", "\ufeff", "\u00b0"]  # Cyrillic O, e-acute, full-width C, ...
+
+
+@pytest.mark.parametrize("char", LOOK_ALIKES)
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_non_ascii_character_anywhere_is_a_reason(char, where):
+    """RDKit skips some of these silently (``CCCО`` -> propane): the row must be rejected, not changed."""
+    smiles = {"first": char + "CCCO", "middle": "CC" + char + "CO", "last": "CCCO" + char}[where]
+    assert parse_smiles(smiles) == (None, "non_ascii_smiles")
+    assert f"U+{ord(char):04X}" in reason_detail(smiles)
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\r\n", "\u00a0", "\u2009", "\u3000"])
+def test_surrounding_unicode_whitespace_is_stripped(space):
+    mol, reason = parse_smiles(space + "CCO" + space)
+    assert reason is None and Chem.MolToSmiles(mol) == "CCO"
+
+
 def test_empty_molecule_reason():
     assert sanitize_reason(Chem.Mol()) == "empty_molecule"
     assert sanitize_reason(None) == "unparsable_smiles"
