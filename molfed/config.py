@@ -13,10 +13,10 @@ import re
 import reprlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molfed.errors import ConfigError
 from molfed.federated.capabilities import STRATEGY_NAMES, caps
@@ -27,7 +27,27 @@ ENCODER_NAMES = ("attentivefp", "gine")
 RESERVED_PARTNER_NAMES = ("worst", "std")
 _MAX_ERRORS = 5  # validation problems shown in one ConfigError
 _KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # config keys shown as they are; others (e.g. with newlines) as repr
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+"""Partner, task (shared and private) and site names, matched in full: they become parts of MLflow metric names
+(``test_rmse.<task>.<partner>``), tags, pool and experiment names. ASCII letters, digits, ``_`` and ``-``: MLflow
+refuses most other characters in metric names, and ``.`` is molfed's separator between the parts."""
+_NAME_RULE = "expected letters, digits, '_' or '-', starting with a letter or digit (max 63 characters; no '.'"
+
+
+def check_name(value: str) -> str:
+    """Return ``value`` if it is a valid partner, task or site name (:data:`_NAME`).
+
+    Raises
+    ------
+    ValueError
+        ``got '<value>', expected letters, digits, ...`` (pydantic prefixes the config key).
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"got {_short(value)}, {_NAME_RULE}: it separates names in metric names)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class _Model(BaseModel):
@@ -38,7 +58,10 @@ class _Model(BaseModel):
 class TaskSpec(_Model):
     """One prediction target shared by the federation."""
 
-    name: str = Field(description="Task name; also the default label column in every partner library.")
+    name: Name = Field(
+        description="Task name; also the default label column in every partner library (letters, digits, _ -)."
+    )
+
     type: Literal["regression", "classification"] = Field(
         "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
     )
@@ -48,7 +71,7 @@ class PrivateTaskSpec(_Model):
     """A task only this partner has (MELLODDY-style): trained by the partner's private head, which never leaves the
     partner's workspace. Its labels and target scaling stay with the partner."""
 
-    name: str = Field(min_length=1, max_length=100, description="Task name, unique within this partner.")
+    name: Name = Field(description="Task name, unique within this partner (letters, digits, _ -).")
     type: Literal["regression", "classification"] = Field(
         "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
     )
@@ -137,7 +160,7 @@ class _PrivateTasks(_Model):
 class PartnerConfig(_PrivateTasks):
     """Where one partner's library lives. Only the name and paths ever leave the partner."""
 
-    name: str = Field(description="Partner name, used in metric names and logs (letters, digits, _ . -).")
+    name: Name = Field(description="Partner name, used in metric names and logs (letters, digits, _ -).")
     path: Path | None = Field(
         None, description="Library file (.csv, .csv.gz, .tsv, .sdf, .parquet); local mode only, omit in sites mode."
     )
@@ -159,13 +182,6 @@ class PartnerConfig(_PrivateTasks):
         "'<experiment>.site-<name>' only; it gets nothing on other partners' experiments.",
         max_length=256,
     )
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"got {value!r}, expected letters, digits, '_', '.', '-' (max 63 characters)")
-        return value
 
     def column_for(self, task: str) -> str:
         """Return the library column holding ``task``'s labels."""
@@ -495,6 +511,7 @@ class RunConfig(_Model):
                     f"partner name {partner.name!r} is reserved (metrics such as test_rmse.{partner.name} "
                     "summarize all partners); choose another"
                 )
+        _check_task_names(self)
         _check_integrity(self)
         return self
 
@@ -505,6 +522,22 @@ class RunConfig(_Model):
 
     def workspace_for(self, partner: PartnerConfig) -> Path:
         return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
+
+
+def _check_task_names(config: RunConfig) -> None:
+    """Task names that would make two metrics share a name (``test_rmse.<task>`` vs ``test_rmse.<partner>``)."""
+    partners = {p.name for p in config.partners}
+    tasks = [(f"tasks.{i}.name", t.name) for i, t in enumerate(config.tasks)]
+    for i, partner in enumerate(config.partners):
+        tasks += [(f"partners.{i}.private_tasks.{j}.name", t.name) for j, t in enumerate(partner.private_tasks)]
+    for key, name in tasks:
+        if name in RESERVED_PARTNER_NAMES:
+            raise ValueError(f"{key}: task name {name!r} is reserved (test_rmse.{name} summarizes all partners)")
+        if name in partners:
+            raise ValueError(
+                f"{key}: task {name!r} is also a partner's name, so test_rmse.{name} would name two metrics; "
+                "rename one of them"
+            )
 
 
 def _check_privacy(mode: str, strategy: str) -> None:
@@ -794,7 +827,7 @@ def _read_yaml(path: Path) -> Any:
 class SiteConfig(_PrivateTasks):
     """A partner's own configuration, kept on the partner's side; the coordinator never sees it."""
 
-    name: str = Field(description="This partner's name, as in the coordinator's config.")
+    name: Name = Field(description="This partner's name, as in the coordinator's config (letters, digits, _ -).")
     path: Path = Field(description="Library file.")
     smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
     label_columns: dict[str, str] = Field(default_factory=dict, description="Task name -> column.")

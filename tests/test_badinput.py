@@ -154,6 +154,15 @@ CONFIGS: dict[str, Counts | Fails | tuple[Counts, ...]] = {
     "config_nan_split.yaml": Fails("data.split_fractions.0: Input should be a finite number (got nan)"),
     "config_huge_seed.yaml": Fails("seed: Input should be less than or equal to 4294967295"),
     "config_duplicate_partner.yaml": Fails("duplicate partner name 'acme'"),
+    "config_task_name_invalid.yaml": Fails(
+        "tasks.0.name: got 'expt (kcal/mol)', expected letters, digits, '_' or '-', starting with a letter or digit"
+    ),
+    "config_private_task_name_dot.yaml": Fails(
+        "partners.0.private_tasks.0.name: got 'log.s', expected letters, digits, '_' or '-'"
+    ),
+    "config_task_named_like_partner.yaml": Fails(
+        "tasks.0.name: task 'acme' is also a partner's name, so test_rmse.acme would name two metrics"
+    ),
     "config_label_is_smiles_column.yaml": Fails("partner 'acme': task 'expt' reads the SMILES column 'expt'"),
     "config_two_tasks_one_column.yaml": Fails("partner 'acme': tasks 'expt' and 'dg' both read column 'expt'"),
     "config_shared_workspace.yaml": Fails("partners.1.workspace: partners 'acme' and 'bravo' share a workspace"),

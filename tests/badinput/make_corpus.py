@@ -118,6 +118,15 @@ TEXT: dict[str, str] = {
     ),
     "config_shared_workspace.yaml": CONFIG.replace("ws/acme", "ws/shared")
     + "  - {name: bravo, path: crlf_and_bom.csv, workspace: ws/shared}\n",
+    # names become parts of MLflow metric names (test_rmse.<task>.<partner>): letters, digits, '_', '-' only
+    "config_task_name_invalid.yaml": CONFIG.replace("[{name: expt}]", "[{name: 'expt (kcal/mol)'}]"),
+    "config_private_task_name_dot.yaml": CONFIG.replace(
+        "workspace: ws/acme}", "workspace: ws/acme, shared_tasks: [], private_tasks: [{name: log.s, column: expt}]}"
+    )
+    + "baselines: {pooled: false}\n",
+    "config_task_named_like_partner.yaml": CONFIG.replace("[{name: expt}]", "[{name: acme}]").replace(
+        "path: ok.csv", "path: ok.csv, label_columns: {acme: expt}"
+    ),
     "config_empty.yaml": "",
     "config_top_level_list.yaml": "- tasks\n- partners\n",
     "config_missing_tasks.yaml": CONFIG.replace("tasks: [{name: expt}]\n", ""),
