@@ -3,14 +3,15 @@
 Each case is a fresh process (start-up, imports and cold featurization included) on fresh demo partner files and
 workspaces: ``molfed run configs/demo.yaml`` (3 partners; baselines off, since the bare loop has none) and
 ``bench/overhead.py --bare``, which calls the same molfed functions (partner preparation, model spec, initial
-weights, strategy, local updates, aggregation, validation: :func:`molfed.federated.simulation.simulate`) without
-Prefect or MLflow. Both run ``--rounds`` and twice that, which gives the marginal cost of a round. Because that
-difference of two fresh-process totals is noisy (a few seconds of start-up noise over 10 rounds), each run also
-times its steady-state round, rounds 2..N, inside the process: the bare loop from the moment each round's updates
-are done, the flow from the MLflow timestamps of each round's commit. Wall and CPU seconds (process + children) are
-printed: on a shared machine the CPU ratio is the steadier figure. By default
-Prefect's and MLflow's databases are created by the timed run (a first run: Prefect's from ``molfed init``'s
-migrated template when set-up made one, as for any new ``PREFECT_HOME``); ``--warm-stores`` times a second run.
+weights, strategy, and the product's round loop with its in-process pool and memory run log:
+:func:`molfed.federated.inprocess.run_federation`) without Prefect or MLflow. Both run ``--rounds`` and twice
+that, which gives the marginal cost of a round. Because that difference of two fresh-process totals is noisy (a
+few seconds of start-up noise over 10 rounds), each run also times its steady-state round, rounds 2..N, inside the
+process: the bare loop from the moment each round's updates are done, the flow from the MLflow timestamps of each
+round's commit. Wall and CPU seconds (process + children) are printed: on a shared machine the CPU ratio is the
+steadier figure. By default Prefect's and MLflow's databases are created by the timed run (a first run: Prefect's
+from ``molfed init``'s migrated template when set-up made one, as for any new ``PREFECT_HOME``); ``--warm-stores``
+times a second run.
 
     python bench/overhead.py [--rounds 10] [--warm-stores] [--repeat 3]
 """
@@ -96,14 +97,14 @@ def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, 
 
 
 def bare(config_path: Path, overrides: list[str]) -> None:
-    """The bare loop: the flow's molfed calls, sequentially, in this process."""
+    """The bare loop: the flow's engine with the in-process pool and the memory run log, in this process."""
     import torch
 
     from molfed.chem.standardize import StandardizeOptions
     from molfed.config import load_config
     from molfed.federated import coordinator as coord
     from molfed.federated import partner as p
-    from molfed.federated.simulation import simulate
+    from molfed.federated.inprocess import run_federation
     from molfed.federated.strategies import build_strategy
 
     config = load_config(config_path, overrides)
@@ -141,7 +142,7 @@ def bare(config_path: Path, overrides: list[str]) -> None:
         marks.setdefault(server_round, time.perf_counter())
         return update
 
-    simulate(
+    run_federation(
         partners,
         spec=spec,
         init_weights=coord.initial_weights(spec, config.seed),

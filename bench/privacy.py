@@ -9,7 +9,8 @@ members = all partners' training molecules, non-members = their test molecules (
 
 Budget (smaller than the demo's 30 rounds x 2 epochs x GINE 64 x 3, to keep DP-SGD's cost reasonable here):
 ``--rounds`` rounds (default 20) x 1 local epoch, batch 32 (Poisson rate 32/n at DP rows), Adam lr 3e-3, GINE
-32 x 2, clip 1.0, seed 0, one torch thread, the bare in-process loop (``molfed.federated.simulation.simulate``).
+32 x 2, clip 1.0, seed 0, one torch thread, the product's engine in process
+(``molfed.federated.inprocess.run_federation``).
 
 A last row gives the test RMSE of predicting the training mean (what a model that learnt nothing scores).
 Also printed: one epoch of partner alpha with DP-SGD vs plain training, and one batch of 32 graphs with the
@@ -37,7 +38,7 @@ from torch_geometric.data import Batch
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
-from molfed.federated.simulation import prepare_demo_libraries, simulate
+from molfed.federated.inprocess import prepare_demo_libraries, run_federation
 from molfed.federated.strategies import build_strategy
 from molfed.privacy.accountant import PrivacyLedger
 from molfed.privacy.budget import round_costs, spend_round, wrap_strategy
@@ -112,7 +113,7 @@ def run_federated(partners, mode: str, sigma: float, rounds: int, client_bound: 
         noise_seed=SEED,
     )
     init = initial_weights(SPEC, SEED)
-    result = simulate(
+    result = run_federation(
         partners, spec=SPEC, init_weights=init, strategy=strategy, settings=SETTINGS, rounds=rounds, seed=SEED
     )
     return result.weights, result.scaling

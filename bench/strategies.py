@@ -4,7 +4,7 @@ Splits: the demo partners (``write_demo_partners``: scaffold-separated, 321/193/
 label-skewed split of FreeSolv into 3 partners (``alpha = 0.1`` over 5 quantile bins of ``expt``). Each partner is
 scaffold-split 80/10/10 as in the flow. Same budget for every row: ``--rounds`` rounds x 2 local epochs, Adam lr
 3e-3, batch 32, GINE 64 x 3, seed 0, strategies at their default options; through the bare in-process loop
-(``molfed.federated.simulation.simulate``), one process, one torch thread.
+(the product's engine in process: ``molfed.federated.inprocess.run_federation``), one process, one torch thread.
 
 Prints one table: strategy (or baseline), split, test RMSE over all partners (``sqrt(sum n_k rmse_k^2 / sum n_k)``
 over the partners' test splits; local-only: each partner's own model), its ratio to the pooled model and to the
@@ -34,7 +34,7 @@ from molfed.data.partition import heterogeneity_stats, partition_dataset, read_p
 from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
-from molfed.federated.simulation import prepare_demo_libraries, simulate
+from molfed.federated.inprocess import prepare_demo_libraries, run_federation
 from molfed.federated.strategies import STRATEGIES, build_strategy
 
 SEED = 0
@@ -127,7 +127,7 @@ def run_split(
 
     for name in strategies:
         start = time.perf_counter()
-        result = simulate(
+        result = run_federation(
             partners,
             spec=SPEC,
             init_weights=init,
@@ -135,7 +135,7 @@ def run_split(
             settings=SETTINGS,
             rounds=rounds,
             seed=SEED,
-            state_key=f"bench-{key}-{name}",
+            run_id=f"bench-{key}-{name}",
         )
         seconds = time.perf_counter() - start
         test = {

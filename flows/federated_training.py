@@ -18,6 +18,7 @@ from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
+from molfed.federated import engine
 from molfed.federated.checkpoint import Sections
 from molfed.federated.jobs import private_metrics
 from molfed.federated.partner import check_local_device, combine_moments
@@ -27,7 +28,7 @@ from molfed.federated.types import QuorumError
 from molfed.privacy import budget as dp
 from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
-from tasks import integrity, rounds
+from tasks import integrity
 from tasks import value as vt
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
@@ -53,7 +54,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         strategy, **privacy.model_dump(include={"mode", "noise_multiplier", "max_grad_norm", "noise_seed"})
     )
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
-    saved = rounds.reopen(tracker, resume_run_id) if resume_run_id else None
+    saved = engine.reopen(tracker, resume_run_id) if resume_run_id else None
     run_id = resume_run_id or tracker.start_run(
         config.name,
         tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()},
@@ -110,8 +111,8 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         sections = Sections()  # named extra state checkpointed each round: sections.add(name, save, load)
         sections.add("privacy", budget.state_dict, budget.load_state_dict)
         fingerprint = {"digests": {s.name: s.digest for s in summaries}, "scaling": scaling}
-        loop = rounds.RoundLoop(
-            tracker=tracker,
+        loop = engine.RoundLoop(
+            log=tracker,
             run_id=run_id,
             strategy=strategy,
             names=names,
@@ -129,6 +130,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
                 min_fit_partners=fed.min_fit_partners,
             ),
             min_partners=fed.min_partners,
+            logger=logger,
         )
         loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)

@@ -196,6 +196,13 @@ class Tracker:
             if np.isfinite(v) and (k, step) not in logged
         ]
 
+    def run_status(self, run_id: str) -> str | None:
+        """The run's MLflow status (``RUNNING``, ``FINISHED``, ``FAILED``, ``KILLED``); None if there is no such run."""
+        try:
+            return str(self.client.get_run(run_id).info.status)
+        except mlflow.exceptions.MlflowException:
+            return None
+
     def reopen_run(self, run_id: str) -> str:
         """Mark a stopped run as running again and log only metrics it does not hold yet (see :meth:`log_metrics`).
 

@@ -67,19 +67,18 @@ def round_from_config(
     tensors: Mapping[str, Weights] | None,
     state_key: str,
 ) -> jobs.RoundReply:
-    """A partner's round with the run's settings and seeds: the one derivation shared by local and sites mode."""
+    """A partner's round with the run's settings (shared by local and sites mode)."""
     return jobs.round_job(
         data,
         spec=spec,
         weights=weights,
         scaling=scaling,
         settings=train_settings(config),
-        seed=p.derive_seed(config.seed, "round", server_round, data.name),
+        seed=config.seed,
         options=options,
         tensors=tensors,
         server_round=server_round,
         state_key=state_key,
-        evaluate_incoming=server_round > 1,
         device=config.device,
     )
 

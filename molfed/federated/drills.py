@@ -4,8 +4,8 @@ The malicious partner trains honestly on its own data and then, every round, rep
 :data:`ATTACKS`. Honest partners (and the malicious one, which holds a valid key) sign their updates with
 :func:`~molfed.federated.sealing.seal_update`; the coordinator aggregates with a
 :class:`~molfed.federated.integrity.GuardedStrategy` (signature checks plus the configured delta screens) around
-the chosen strategy, in :func:`~molfed.federated.simulation.simulate`. Used by the drill tests and
-``bench/poisoning.py``; simulation only.
+the chosen strategy, in the product's engine with the in-process pool
+(:func:`~molfed.federated.inprocess.run_federation`). Used by the drill tests and ``bench/poisoning.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights
+from molfed.federated.inprocess import run_federation
 from molfed.federated.integrity import GuardedStrategy, RoundCheck, Screens
 from molfed.federated.sealing import seal_update
 from molfed.federated.signing import generate_keypair, load_private_key
-from molfed.federated.simulation import simulate
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import Update, Weights
 from molfed.models.model import ModelSpec
@@ -106,7 +106,7 @@ def run_drill(
             update = Update(update.partner, tamper(update.weights, current), update.n_samples, update.metrics)
         return seal_update(update, run_id=run_id, server_round=server_round, signing_key=private[update.partner])
 
-    result = simulate(
+    result = run_federation(
         partners,
         spec=spec,
         init_weights=initial_weights(spec, seed),
@@ -114,7 +114,7 @@ def run_drill(
         settings=settings,
         rounds=rounds,
         seed=seed,
-        state_key=run_id,
+        run_id=run_id,
         min_partners=len(partners) - 1,
         seal=seal,
     )

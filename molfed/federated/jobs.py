@@ -62,17 +62,19 @@ def round_job(
     scaling: Mapping[str, Sequence[float]],
     settings: p.TrainSettings,
     seed: int,
+    server_round: int,
     options: Mapping[str, float],
-    evaluate_incoming: bool,
     tensors: Mapping[str, Weights] | None = None,
-    server_round: int = 0,
     state_key: str = "default",
     device: str = "cpu",
 ) -> RoundReply:
-    """Optionally evaluate the incoming global model on the validation split, then train it locally with the
-    strategy's options and tensors (partner-private strategy state lives under ``state_key`` in the workspace)."""
+    """A partner's round ``server_round`` of a federation seeded ``seed``: from round 2 on, first evaluate the
+    incoming global model (the previous round's) on the validation split; then train it locally with the strategy's
+    options and tensors (partner-private strategy state lives under ``state_key`` in the workspace).
+
+    The one derivation of a partner's round seed and evaluation rule, whatever pool runs the job."""
     incoming = {}
-    if evaluate_incoming:
+    if server_round > 1:
         incoming = p.evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, device=device)["val"]
     update = p.local_update(
         data,
@@ -80,7 +82,7 @@ def round_job(
         weights=weights,
         scaling=scaling,
         settings=settings,
-        seed=seed,
+        seed=p.derive_seed(seed, "round", server_round, data.name),
         device=device,
         fit_options=options,
         fit_tensors=tensors,

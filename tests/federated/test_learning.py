@@ -1,4 +1,4 @@
-"""The learning test: a federation that learns nothing fails here."""
+"""The learning test: a federation that learns nothing fails here (the product's engine, in-process pool)."""
 
 import dataclasses
 
@@ -8,9 +8,9 @@ import pytest
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import initial_weights, model_spec
+from molfed.federated.inprocess import prepare_demo_libraries, run_federation
 from molfed.federated.partner_state import state_path
 from molfed.federated.scaffold import STATE_NAME
-from molfed.federated.simulation import prepare_demo_libraries, simulate
 from molfed.federated.strategies import STRATEGIES, build_strategy
 
 
@@ -33,7 +33,7 @@ def _run(partners, rounds=3, seed=0, strategy="fedavg"):
         task_types=["regression"],
     )
     init = initial_weights(spec, seed)
-    result = simulate(
+    result = run_federation(
         partners,
         spec=spec,
         init_weights=init,
@@ -74,7 +74,7 @@ def small_partners(partners):
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_every_strategy_runs_two_rounds_in_the_bare_loop(small_partners, name):
+def test_every_strategy_runs_two_rounds_in_the_engine(small_partners, name):
     partners = small_partners
     before, result = _run(partners, rounds=2, strategy=name)
     assert len(result.val_history) == 2
@@ -84,4 +84,4 @@ def test_every_strategy_runs_two_rounds_in_the_bare_loop(small_partners, name):
     if name in MUST_LEARN:
         assert np.mean(list(after.values())) < np.mean(list(before.values()))
     if name == "scaffold":  # each partner kept its control variate in its own workspace
-        assert all(state_path(d.workspace, "simulation", STATE_NAME).exists() for d in partners)
+        assert all(state_path(d.workspace, "in-process", STATE_NAME).exists() for d in partners)

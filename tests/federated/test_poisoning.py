@@ -10,8 +10,8 @@ from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import model_spec
 from molfed.federated.drills import run_drill
+from molfed.federated.inprocess import prepare_demo_libraries
 from molfed.federated.integrity import Screens
-from molfed.federated.simulation import prepare_demo_libraries
 
 ROUNDS = 3
 SCREENS = Screens(max_norm_ratio=3.0, min_cosine=0.0)

@@ -1,54 +1,92 @@
-"""The federated round loop with a checkpoint after every round, and the reopening of a stopped run.
+"""The federation engine: molfed's one round loop, with a checkpoint after every round, and the reopening of a
+stopped run. Prefect-free and MLflow-free.
 
-Per round: every partner trains (retried, timed out, failures kept as data), the strategy aggregates under the
-quorum, then the round's global weights and checkpoint are stored and committed together with the round's metrics
-(one artifact upload, then one metric batch that also sets the run tag ``molfed.checkpoint.round``). A resumed run
-restarts after the last committed round; its metric logging skips (key, step) pairs already present, so a round
-re-run after a kill logs nothing twice and nothing goes missing.
+The loop talks to two small interfaces:
+
+- a :class:`PartnerPool` that runs a round's jobs at the partners and returns their replies and failures — in this
+  process (:class:`~molfed.federated.inprocess.InProcessPool`), as Prefect tasks (``tasks.partner.LocalPartners``)
+  or at site agents (``tasks.sites.SitePartners``);
+- a :class:`RunLog` that stores metrics, tags and checkpoints — MLflow (:class:`molfed.tracking.Tracker`) or
+  memory (:class:`~molfed.federated.inprocess.MemoryRunLog`).
+
+Per round: the round's hooks may stop it; the sampled partners train (the pool retries and times out; failures
+come back as data); the strategy aggregates under the quorum; then the round's global weights and checkpoint are
+stored and committed together with the round's metrics (:meth:`RunLog.log_round`). A resumed run restarts after
+the last committed round; the run log skips (key, step) pairs it already holds, so a round re-run after a kill logs
+nothing twice and nothing goes missing. Retries, timeouts and the quorum are this loop's policy; whatever retries a
+transport does underneath is its own detail.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
-
-from prefect import get_run_logger
 
 from molfed import progress
 from molfed.errors import MolfedError
 from molfed.federated import checkpoint as ck
 from molfed.federated import coordinator as coord
+from molfed.federated.jobs import RoundReply
 from molfed.federated.sampling import round_quorum
 from molfed.federated.strategies import Strategy
 from molfed.federated.types import Failure, QuorumError, Weights
 from molfed.models.model import ModelSpec
-from molfed.tracking import CHECKPOINT_TAG, Tracker
-from tasks import coordinator as ct
 
 BASELINE_KINDS = (coord.LOCAL_ONLY, coord.POOLED)
+"""Child runs of a federation redone (deleted first) when it resumes."""
 
 
-def reopen(tracker: Tracker, run_id: str) -> bytes:
-    """Reopen a stopped run for ``molfed resume``: its last committed checkpoint (baseline child runs of an
-    interrupted final stage are deleted; they are redone).
+class PartnerPool(Protocol):
+    """Runs a round's jobs at the partners; a partner that fails is a :class:`Failure`, not an exception."""
 
-    Raises
-    ------
-    MolfedError
-        If the run does not exist, already finished, or has no checkpoint.
-    """
-    try:
-        status = tracker.client.get_run(run_id).info.status
-    except Exception:
-        raise MolfedError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
-    if status == "FINISHED":
-        raise MolfedError(f"run {run_id} already finished; nothing to resume")
-    saved = tracker.load_checkpoint(run_id)
-    if saved is None:
-        raise MolfedError(f"run {run_id} has no checkpoint (tag {CHECKPOINT_TAG}); start it again with molfed run")
-    tracker.reopen_run(run_id)
-    tracker.delete_child_runs(run_id, BASELINE_KINDS)
-    return saved
+    def round(
+        self,
+        server_round: int,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        options: Mapping[str, float],
+        tensors: Mapping[str, Weights],
+        state_key: str,
+        partners: Sequence[str] | None = None,
+    ) -> tuple[dict[str, RoundReply], list[Failure]]:
+        """Train round ``server_round`` at ``partners`` (default: all); replies (updates as they left the partner:
+        signed or masked) and failures, by partner."""
+        ...
+
+
+class RunLog(Protocol):
+    """Where a federation's metrics, tags and committed checkpoints go."""
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+
+    def log_checkpoint(self, run_id: str, data: bytes, server_round: int) -> None:
+        """Store checkpoint ``data`` of ``server_round`` and commit it."""
+
+    def log_round(
+        self,
+        run_id: str,
+        server_round: int,
+        metrics: Mapping[int, Mapping[str, float]],
+        weights: Weights,
+        checkpoint: bytes,
+    ) -> None:
+        """Store the round's global weights and checkpoint, then commit them with the round's metrics (by step);
+        (key, step) pairs already held (a resumed run) are skipped."""
+
+    def load_checkpoint(self, run_id: str) -> bytes | None:
+        """The last committed checkpoint, or None."""
+
+    def run_status(self, run_id: str) -> str | None:
+        """``RUNNING``, ``FINISHED``, ``FAILED``, ``KILLED``; None if there is no such run."""
+
+    def reopen_run(self, run_id: str) -> str:
+        """Mark a stopped run as running again (metrics it holds are not logged twice); return its name."""
+
+    def delete_child_runs(self, run_id: str, kinds: Sequence[str]) -> int: ...
 
 
 class RoundHook(Protocol):
@@ -63,13 +101,35 @@ class RoundHook(Protocol):
         ...
 
 
+def reopen(log: RunLog, run_id: str) -> bytes:
+    """Reopen a stopped run for ``molfed resume``: its last committed checkpoint (baseline child runs of an
+    interrupted final stage are deleted; they are redone).
+
+    Raises
+    ------
+    MolfedError
+        If the run does not exist, already finished, or has no checkpoint.
+    """
+    status = log.run_status(run_id)
+    if status is None:
+        raise MolfedError(f"no run {run_id!r} in the tracking store; check the run id in the MLflow UI")
+    if status == "FINISHED":
+        raise MolfedError(f"run {run_id} already finished; nothing to resume")
+    saved = log.load_checkpoint(run_id)
+    if saved is None:
+        raise MolfedError(f"run {run_id} has no checkpoint; start it again with molfed run")
+    log.reopen_run(run_id)
+    log.delete_child_runs(run_id, BASELINE_KINDS)
+    return saved
+
+
 class RoundLoop:
     """Global weights, strategy state and history of one federation, checkpointed after every round."""
 
     def __init__(
         self,
         *,
-        tracker: Tracker,
+        log: RunLog,
         run_id: str,
         strategy: Strategy,
         names: Sequence[str],
@@ -77,17 +137,19 @@ class RoundLoop:
         sizes: Mapping[str, Mapping[str, int]],
         metric: str,
         fingerprint: dict[str, Any],
-        sections: ck.Sections,
+        sections: ck.Sections | None = None,
         hooks: Sequence[RoundHook] = (),
         sample: Callable[[int], list[str]] | None = None,
         min_partners: int | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ):
-        self.tracker, self.run_id, self.strategy = tracker, run_id, strategy
+        self.log, self.run_id, self.strategy = log, run_id, strategy
         self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
-        self.fingerprint, self.sections, self.hooks = fingerprint, sections, list(hooks)
+        self.fingerprint, self.sections, self.hooks = fingerprint, sections or ck.Sections(), list(hooks)
         self.sample = sample or (lambda server_round: list(self.names))
         """The partners asked in a round (see :mod:`molfed.federated.sampling`); default: all."""
         self.min_partners = min_partners
+        self.logger = logger or logging.getLogger(__name__)
         self.history = ck.RoundHistory()
         self.weights: Weights = {}
         self.done = -1
@@ -118,11 +180,11 @@ class RoundLoop:
         self.sections.load(state.sections)
         ck.restore_rng(state.rng)
         self.weights, self.history, self.done = state.weights, state.history, state.server_round
-        get_run_logger().info("resuming run %s after round %d", self.run_id, self.done)
+        self.logger.info("resuming run %s after round %d", self.run_id, self.done)
 
     def commit(self, server_round: int, metrics: Mapping[int, Mapping[str, float]] | None = None) -> None:
         """Store the checkpoint after ``server_round`` and commit it; with ``metrics`` (by step), also log the
-        round's global weights and metrics, in the same commit (:meth:`Tracker.log_round`)."""
+        round's global weights and metrics, in the same commit (:meth:`RunLog.log_round`)."""
         state = ck.Checkpoint(
             server_round=server_round,
             weights=dict(self.weights),
@@ -134,14 +196,14 @@ class RoundLoop:
         )
         data = ck.to_bytes(state)
         if metrics is None:
-            self.tracker.log_checkpoint(self.run_id, data, server_round)
+            self.log.log_checkpoint(self.run_id, data, server_round)
         else:
-            self.tracker.log_round(self.run_id, server_round, metrics, self.weights, data)
+            self.log.log_round(self.run_id, server_round, metrics, self.weights, data)
         self.done = server_round
 
     def record_val(self, step: int, per_partner: dict[str, dict[str, float]]) -> None:
         """Validation metrics of the global model after round ``step``, as partners measured them."""
-        self.tracker.log_metrics(self.run_id, self._val(step, per_partner), step=step)
+        self.log.log_metrics(self.run_id, self._val(step, per_partner), step=step)
 
     def _val(self, step: int, per_partner: dict[str, dict[str, float]]) -> dict[str, float]:
         """Add ``step``'s validation metrics to the history; return them as metrics to log."""
@@ -156,15 +218,14 @@ class RoundLoop:
         """Tag and log each failure of ``stage``; raise :class:`QuorumError` if fewer than ``quorum`` (default: the
         run's) succeeded."""
         quorum = self.quorum if quorum is None else quorum
-        logger = get_run_logger()
         for f in failures:
-            logger.warning("%s: partner %s failed: %s", stage, f.partner, f.reason)
-            self.tracker.set_tags(self.run_id, {f"{stage}.failed.{f.partner}": f.reason[:500]})
+            self.logger.warning("%s: partner %s failed: %s", stage, f.partner, f.reason)
+            self.log.set_tags(self.run_id, {f"{stage}.failed.{f.partner}": f.reason[:500]})
         if len(ok) < quorum:
             reasons = "; ".join(f"{f.partner}: {f.reason}" for f in failures)
             raise QuorumError(f"{stage}: {len(ok)} partner(s) succeeded, quorum is {quorum} ({reasons})")
 
-    def run(self, pool: Any, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], rounds: int) -> None:
+    def run(self, pool: PartnerPool, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], rounds: int) -> None:
         """Rounds ``done + 1 .. rounds``, each committed as a checkpoint."""
         for r in range(self.done + 1, rounds + 1):
             for hook in self.hooks:
@@ -176,7 +237,10 @@ class RoundLoop:
             )
             self.check_quorum(f"round.{r}", list(replies), failures, quorum)
             updates = [replies[n].update for n in self.names if n in replies]
-            outcome = ct.aggregate(s, r, self.weights, updates, failures, quorum)
+            try:
+                outcome = s.run_round(r, self.weights, updates, failures, min_partners=quorum)
+            except QuorumError as exc:  # too many updates rejected (validation, signatures, screens)
+                raise QuorumError(f"round.{r}: {exc}") from None
             rejected = [f for f in outcome.failures if f.partner in replies]
             self.check_quorum(f"round.{r}", outcome.accepted, rejected, quorum)
             train = coord.train_metrics([replies[n].update for n in outcome.accepted], len(asked))
