@@ -30,10 +30,11 @@ from molecules import write_library  # noqa: E402
 
 from molfed.chem.standardize import StandardizeOptions  # noqa: E402
 from molfed.data.cache import featurize_library  # noqa: E402
-from molfed.data.shards import train_from_shards, write_shards  # noqa: E402
+from molfed.data.shards import write_shards  # noqa: E402
 from molfed.federated import coordinator as coord  # noqa: E402
 from molfed.models.model import build_model  # noqa: E402
 from molfed.train.local import train_local  # noqa: E402
+from molfed.train.shards import train_from_shards  # noqa: E402
 
 OPTS = dict(smiles_column="smiles", label_columns=["y"], task_types=["regression"])
 

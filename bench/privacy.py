@@ -38,10 +38,10 @@ from torch_geometric.data import Batch
 from molfed.data.demo import write_demo_partners
 from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, initial_weights, model_spec
+from molfed.federated.dp_budget import round_costs, spend_round, wrap_strategy
 from molfed.federated.inprocess import prepare_demo_libraries, run_federation
 from molfed.federated.strategies import build_strategy
 from molfed.privacy.accountant import PrivacyLedger
-from molfed.privacy.budget import round_costs, spend_round, wrap_strategy
 from molfed.privacy.dpsgd import DPSGDSettings, per_graph_losses, per_sample_gradients
 from molfed.privacy.membership import loss_threshold_auc, sample_losses
 from molfed.train.local import train_local

@@ -18,6 +18,7 @@ from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
+from molfed.federated import dp_budget as dp
 from molfed.federated import engine
 from molfed.federated.checkpoint import Sections
 from molfed.federated.jobs import private_metrics
@@ -25,7 +26,6 @@ from molfed.federated.partner import check_local_device, combine_moments
 from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
-from molfed.privacy import budget as dp
 from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks import integrity
@@ -189,7 +189,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         loo = ""
         if config.baselines.contributions:
             full = {n: t[coord.FEDERATED][metric] for n, t in test.items() if metric in t[coord.FEDERATED]}
-            loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"])
+            loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"], federated_training)
         _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
         ct.publish_report(

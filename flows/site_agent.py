@@ -34,8 +34,8 @@ from prefect.states import Completed, Failed, Pending, Running
 from flows.deploy import ensure_pool
 from molfed.config import SiteConfig
 from molfed.errors import ConfigError
-from molfed.federated.site_jobs import errors_stay_at_site
 from molfed.site.audit import AuditEntry, AuditLog, audit_path
+from molfed.site.failures import errors_stay_at_site
 from molfed.site.jobs import Job, parse_job
 from molfed.site.policy import check_request
 from molfed.site.requests import RequestRefused, SeenNonces, Verified, trusted_keys, verify_request

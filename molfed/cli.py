@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.config, args.overrides)
         if args.command == "audit":
-            from molfed.privacy.audit_cli import run_audit
+            from molfed.audit_cli import run_audit
 
             return run_audit(args)
         if args.command == "keygen" and args.coordinator_key:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -130,8 +131,22 @@ def finish_from_config(
         champion=champion,
         device=config.device,
         state_key=state_key,
-        private=jobs.PrivateOptions(cfg.report_private_metrics, cfg.export_tracking_uri),
+        private=jobs.PrivateOptions(cfg.report_private_metrics, own_mlflow(cfg.export_tracking_uri, name, state_key)),
     )
+
+
+def own_mlflow(tracking_uri: str | None, partner: str, federation_run: str) -> jobs.Publish | None:
+    """Log a partner's exported model to its own MLflow at ``tracking_uri`` (None: nowhere)."""
+    if not tracking_uri:
+        return None
+    from molfed.tracking import log_partner_model
+
+    def publish(directory: Path, metrics: Mapping[str, Mapping[str, float]]) -> str:
+        return log_partner_model(
+            tracking_uri, directory, partner=partner, federation_run=federation_run, metrics=metrics
+        )
+
+    return publish
 
 
 @task(name="prepare-partner", task_run_name="prepare-{name}", **PRIVATE)

@@ -9,9 +9,8 @@ Duplicates (same InChIKey) across the whole file keep their first row (``keep_fi
 report are written by :func:`write_shard_chunks` from featurized chunks in row order, wherever they were
 featurized (here, or as Dask parts: :func:`~molfed.data.dask_featurize.shards_from_parts`).
 
-:func:`train_from_shards` trains with one optimizer over all shards, one shard's graphs in memory at a time
-(shard order and the order within a shard are shuffled each epoch with a seeded generator).
-Shards hold partner data: keep them in the partner's workspace.
+Training from shards is :func:`molfed.train.shards.train_from_shards`. Shards hold partner data: keep them in the
+partner's workspace.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
 
 from molfed.chem.encode import CodeArrays, MolCodes, concat_codes
 from molfed.chem.featurize import graphs_from_codes
@@ -38,10 +36,8 @@ from molfed.data.library import Outcome, Reject, TaskType, open_rejects, process
 from molfed.data.parallel import map_chunks
 from molfed.data.readers import Record
 from molfed.errors import InputError
-from molfed.models.model import MoleculeModel
-from molfed.train.metrics import masked_loss
 
-__all__ = ["ShardChunk", "ShardSet", "load_shard", "train_from_shards", "write_shard_chunks", "write_shards"]
+__all__ = ["ShardChunk", "ShardSet", "load_shard", "write_shard_chunks", "write_shards"]
 
 _DEFAULT_STANDARDIZE = StandardizeOptions()
 _Kept = tuple[Candidate, tuple[MolCodes, str]]
@@ -196,41 +192,3 @@ def load_shard(path: Path) -> tuple[Data, ...]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     codes = CodeArrays(**{name: payload[name].numpy() for name in CodeArrays._fields})
     return graphs_from_codes(codes, payload["y"].numpy())
-
-
-def train_from_shards(
-    model: MoleculeModel,
-    shards: Sequence[Path],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """Train ``model`` in place with Adam over every shard, one shard in memory at a time.
-
-    Returns
-    -------
-    float
-        Mean masked loss over the last epoch (standardized units).
-    """
-    if not shards:
-        raise ValueError("train_from_shards: got 0 shards, expected at least 1")
-    device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    total, count = 0.0, 0
-    for _ in range(epochs):
-        total, count = 0.0, 0
-        for i in torch.randperm(len(shards), generator=generator).tolist():
-            loader = DataLoader(list(load_shard(shards[i])), batch_size=batch_size, shuffle=True, generator=generator)
-            for batch in loader:
-                batch = batch.to(device)
-                loss = masked_loss(model.forward_batch(batch), model.scale_targets(batch.y), model.is_classification)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * batch.num_graphs
-                count += batch.num_graphs
-    return total / max(count, 1)

@@ -7,7 +7,7 @@ binned parity counts, and an :class:`~molfed.federated.types.Update` of weights)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,8 +133,12 @@ def finish_job(
         evaluated = p.evaluate_private(model, data, ("val", "test"))
         if options.report_metrics:
             private_metrics = evaluated
-        export_private_model(data, model, state_key=state_key, metrics=evaluated, tracking_uri=options.tracking_uri)
+        export_private_model(data, model, state_key=state_key, metrics=evaluated, publish=options.publish)
     return FinalReport(metrics["val"], metrics["test"], parity, champion_val, private_metrics)
+
+
+Publish = Callable[[Path, Mapping[str, Mapping[str, float]]], object]
+"""``(exported model directory, private-task metrics by split)``: where a partner's exported model also goes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +147,8 @@ class PrivateOptions:
 
     report_metrics: bool = True
     """Send private-task metrics (aggregates, named by task) to the federation."""
-    tracking_uri: str | None = None
-    """The partner's own MLflow, where its exported model is also logged."""
+    publish: Publish | None = None
+    """Also hand the exported model to this (the adapters log it to the partner's own MLflow, if configured)."""
 
 
 def export_private_model(
@@ -153,17 +157,15 @@ def export_private_model(
     *,
     state_key: str,
     metrics: Mapping[str, Mapping[str, float]],
-    tracking_uri: str | None,
+    publish: Publish | None = None,
 ) -> Path:
-    """Write the partner's model to ``<workspace>/models/<state_key>/`` (and log it to its own MLflow if asked)."""
+    """Write the partner's model to ``<workspace>/models/<state_key>/`` (and hand it to ``publish`` if given)."""
     assert data.workspace is not None
     standardize = asdict(data.standardize) if data.standardize is not None else None
     meta = {"partner": data.name, "federation_run": state_key, "standardize": standardize, "metrics": metrics}
     directory = ph.export_model(model_dir(data.workspace, state_key), model, meta=meta)
-    if tracking_uri:
-        from molfed.tracking import log_partner_model
-
-        log_partner_model(tracking_uri, directory, partner=data.name, federation_run=state_key, metrics=metrics)
+    if publish is not None:
+        publish(directory, metrics)
     return directory
 
 

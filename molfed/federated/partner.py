@@ -25,9 +25,6 @@ from molfed.errors import ConfigError
 from molfed.federated import private_heads as ph
 from molfed.federated.scaffold import start_control_step
 from molfed.federated.types import (
-    DP_MAX_GRAD_NORM,
-    DP_NOISE_MULTIPLIER,
-    DP_NOISE_SEED,
     LOSS_BEFORE,
     PROXIMAL_MU,
     REPORT_LOSS_BEFORE,
@@ -38,6 +35,7 @@ from molfed.federated.types import (
 )
 from molfed.federated.weights import get_weights, set_weights
 from molfed.models.model import ModelSpec, MoleculeModel, build_model, is_private
+from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 from molfed.privacy.dpsgd import dp_settings_from_options
 from molfed.train.local import evaluate, label_moments, train_local
 

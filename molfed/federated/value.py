@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from molfed.config import RunConfig
 from molfed.federated.coordinator import combine_partners, spread
 from molfed.train.metrics import higher_is_better
 
@@ -70,37 +69,3 @@ def contributions(
         if alone is not None and together is not None:  # None: no other partner, or no test molecules
             overall[k] = sign * (alone - together)
     return pairwise, overall
-
-
-def leave_one_out_config(config: RunConfig, partner: str, parent_run_id: str) -> RunConfig:
-    """The federation without ``partner``: same seed, budget and strategy; baselines, champion comparison and
-    model registration off; quorum and sampling minimums capped to the partners left; nested under
-    ``parent_run_id`` in MLflow.
-
-    Raises
-    ------
-    ValueError
-        If ``partner`` is unknown or is the only partner.
-    """
-    from molfed.federated.sampling import sample_size
-
-    names = [p.name for p in config.partners]
-    if partner not in names or len(names) < 2:
-        raise ValueError(f"got partner {partner!r}, expected one of {names} (and at least 2 partners)")
-    partners = [p for p in config.partners if p.name != partner]
-    f = config.federation
-    fit_min = min(f.min_fit_partners, len(partners))
-    quorum = (
-        None if f.min_partners is None else min(f.min_partners, sample_size(len(partners), f.fraction_fit, fit_min))
-    )
-    raw = config.model_dump()
-    raw.update(
-        name=f"{config.name}-without-{partner}",
-        partners=[p.model_dump() for p in partners],
-        federation={**raw["federation"], "min_fit_partners": fit_min, "min_partners": quorum},
-        baselines={"local_only": False, "pooled": False, "contributions": False},
-        champion={**raw["champion"], "enabled": False},
-        tracking={**raw["tracking"], "registered_model": None, "parent_run_id": parent_run_id},
-        schedule=None,
-    )
-    return RunConfig.model_validate(raw)

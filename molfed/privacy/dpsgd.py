@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from molfed.federated.types import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 from molfed.models.model import MoleculeModel
+from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 
 
 @dataclass(frozen=True, slots=True)

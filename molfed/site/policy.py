@@ -138,7 +138,7 @@ class EpsilonLedger:
         RequestRefused
             Before anything is spent, if the round would take the site above ``budget``.
         """
-        from molfed.privacy.budget import round_costs
+        from molfed.federated.dp_budget import round_costs
 
         (cost,) = round_costs(
             "sample",

@@ -11,10 +11,11 @@ from molfed.chem.standardize import StandardizeOptions
 from molfed.data.cache import featurize_library
 from molfed.data.labels import Candidate
 from molfed.data.library import Outcome, Reject
-from molfed.data.shards import ShardChunk, load_shard, train_from_shards, write_shard_chunks, write_shards
+from molfed.data.shards import ShardChunk, load_shard, write_shard_chunks, write_shards
 from molfed.errors import InputError
 from molfed.federated import coordinator as coord
 from molfed.models.model import build_model
+from molfed.train.shards import train_from_shards
 
 ROWS = "CCO,1.0\nc1ccccc1O,2.5\nC1CC(,3\nOCC,4.0\nCCN,5\nCC(=O)O,\nc1ccncc1,6\nCCCl,7\n"
 

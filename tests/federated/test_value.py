@@ -2,11 +2,12 @@ import math
 
 import pytest
 
+from flows.contributions import leave_one_out_config
 from molfed import plots, reporting
 from molfed.config import parse_config
 from molfed.federated.coordinator import split_metrics
 from molfed.federated.overlap import overlap, overlap_metrics, scaffold_digests
-from molfed.federated.value import contributions, fairness, improvement, leave_one_out_config
+from molfed.federated.value import contributions, fairness, improvement
 
 TEST = {
     "a": {"federated": {"rmse": 1.0}, "local-only": {"rmse": 2.0}},

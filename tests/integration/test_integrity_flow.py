@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from molfed.audit_cli import audit_stores
 from molfed.config import load_config
 from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.federated import integrity, keys
 from molfed.federated.secure.local import held_rounds
 from molfed.federated.signing import generate_keypair
-from molfed.privacy.audit_cli import audit_stores
 from molfed.tracking import Tracker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two federations (fixture 165 s at load 12 on 2 cores)

@@ -15,13 +15,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from molfed.audit_cli import audit_stores
 from molfed.config import load_config
 from molfed.data.demo import write_demo_partners
 from molfed.federated import private_heads as ph
 from molfed.federated.jobs import model_dir
 from molfed.federated.strategy_base import Strategy
 from molfed.federated.weights import load_weights
-from molfed.privacy.audit_cli import audit_stores
 from molfed.serving import predict_smiles
 
 pytestmark = pytest.mark.integration

@@ -31,10 +31,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from molfed.audit_cli import audit_stores
 from molfed.config import parse_config
 from molfed.data.demo import write_demo_partners
 from molfed.federated.faults import ENV as FAULTS
-from molfed.privacy.audit_cli import audit_stores
 from molfed.tracking import CHECKPOINT_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from molfed.audit_cli import audit_stores
 from molfed.config import load_config
 from molfed.data.demo import partner_overrides, write_demo_partners
 from molfed.federated.sampling import sample_partners
-from molfed.privacy.audit_cli import audit_stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,8 +5,7 @@ import math
 import pytest
 from opacus.accountants import RDPAccountant
 
-from molfed.privacy.accountant import PrivacyLedger, epsilon_of
-from molfed.privacy.budget import (
+from molfed.federated.dp_budget import (
     FEDERATION,
     PrivacyBudgetError,
     epsilon_metrics,
@@ -17,6 +16,7 @@ from molfed.privacy.budget import (
     rounds_within_budget,
     spend_round,
 )
+from molfed.privacy.accountant import PrivacyLedger, epsilon_of
 
 
 def test_ledger_matches_opacus_stepping_for_known_parameters():

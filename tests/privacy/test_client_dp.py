@@ -5,10 +5,11 @@ import pytest
 
 from molfed.config import parse_config
 from molfed.errors import ConfigError
+from molfed.federated.dp_budget import wrap_strategy
+from molfed.federated.dp_client import PrivateStrategy, clip_delta, noisy_mean_delta
 from molfed.federated.strategies import build_strategy
-from molfed.federated.types import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED, PROXIMAL_MU, Update
-from molfed.privacy.budget import wrap_strategy
-from molfed.privacy.client import PrivateStrategy, clip_delta, noisy_mean_delta
+from molfed.federated.types import PROXIMAL_MU, Update
+from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 
 CURRENT = {"w": np.zeros((2, 3), dtype=np.float32), "b": np.zeros(4, dtype=np.float32)}
 

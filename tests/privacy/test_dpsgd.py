@@ -9,9 +9,9 @@ from torch_geometric.data import Batch
 from molfed.chem.featurize import mol_to_graph
 from molfed.federated import partner as p
 from molfed.federated.coordinator import initial_weights, model_spec
-from molfed.federated.types import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 from molfed.federated.weights import get_weights
 from molfed.models.model import build_model
+from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 from molfed.privacy.dpsgd import (
     DPSGDSettings,
     add_noise,

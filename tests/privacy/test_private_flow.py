@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from molfed.cli import main
 from molfed.config import load_config
 from molfed.data.demo import partner_overrides, write_demo_partners
+from molfed.federated.dp_budget import PrivacyBudgetError, round_costs, spend_round
 from molfed.privacy.accountant import PrivacyLedger
-from molfed.privacy.budget import PrivacyBudgetError, round_costs, spend_round
 from molfed.tracking import Tracker
 
 pytestmark = pytest.mark.integration

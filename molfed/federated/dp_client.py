@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from molfed.federated.capabilities import caps
 from molfed.federated.strategy_base import Strategy
-from molfed.federated.types import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED, Update, Weights
-from molfed.privacy.compat import CLIENT_DP_STRATEGIES, NO_SAMPLE_DP_STRATEGIES
+from molfed.federated.types import Update, Weights
+from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 
 
 def clip_delta(current: Weights, weights: Weights, bound: float) -> tuple[dict[str, np.ndarray], float]:
@@ -79,10 +80,8 @@ class PrivateStrategy(Strategy):
     ) -> None:
         if mode not in ("sample", "client"):
             raise ValueError(f"unknown privacy mode {mode!r}; choose from ['client', 'sample']")
-        allowed = CLIENT_DP_STRATEGIES if mode == "client" else None
-        if (allowed is not None and inner.name not in allowed) or (
-            mode == "sample" and inner.name in NO_SAMPLE_DP_STRATEGIES
-        ):
+        able = caps(inner.name)  # client: only the (noisy) mean update; sample: no extras computed without noise
+        if not (able.client_dp if mode == "client" else able.sample_dp):
             raise ValueError(f"strategy {inner.name!r} cannot run with privacy mode {mode!r}")
         self.inner, self.mode = inner, mode
         self.name = inner.name  # type: ignore[misc]

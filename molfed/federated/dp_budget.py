@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from molfed.errors import MolfedError
+from molfed.federated.dp_client import PrivateStrategy
 from molfed.federated.strategy_base import Strategy
 from molfed.privacy.accountant import PrivacyLedger
-from molfed.privacy.client import PrivateStrategy
 from molfed.privacy.dpsgd import sampling
 
 #: Subject of client-level accounting.

@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 from molfed.audit import HashIndex, ScanReport, scan_files
+from molfed.audit_sources import default_tracking_uri, mlflow_roots, partner_index, prefect_roots
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import RunConfig, load_config, load_site_config
 from molfed.errors import MolfedError
-from molfed.privacy.sources import default_tracking_uri, mlflow_roots, partner_index, prefect_roots
 
 
 def build_indexes(config: RunConfig, site_configs: list[Path]) -> list[HashIndex]:

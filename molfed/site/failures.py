@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from molfed.config import SiteConfig
+if TYPE_CHECKING:
+    from molfed.config import SiteConfig
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from molfed.config import load_site_config
-from molfed.federated.site_jobs import errors_stay_at_site
+from molfed.site.failures import errors_stay_at_site
 
 
 @pytest.fixture
