@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("run", "resume", "demo"):
+        if args.command == "resume":
             _start_prefect_early(args.verbose)
         if args.command == "run":
             return _run(args.config, args.overrides, args.verbose)
@@ -161,8 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":
             return _init()
     except MolfedError as exc:
-        print(f"molfed: error: {exc}", file=sys.stderr)
-        return 2
+        from molfed import runlog
+
+        log = runlog.used()
+        details = f" (details: {log})" if log is not None and str(log) not in str(exc) else ""
+        print(f"molfed: error: {exc}{details}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("molfed: interrupted", file=sys.stderr)
         return 130
@@ -176,7 +181,11 @@ def _start_prefect_early(verbose: bool) -> None:
 
     lazy_optional_imports()
     global _EARLY_SERVER
-    _EARLY_SERVER = _EARLY_SERVER or EarlyServer.start_if_ephemeral()
+    if _EARLY_SERVER is None:
+        from molfed import runlog
+
+        output = None if verbose else runlog.open_for_subprocess()  # the server's own output: to the run's log
+        _EARLY_SERVER = EarlyServer.start_if_ephemeral(output=output)
 
 
 _EARLY_SERVER: Any = None
@@ -201,9 +210,14 @@ def _write_demo_data(out_dir: Path, *, seed: int, only_if_missing: bool) -> None
 
 
 def _run(config_path: Path, overrides: Sequence[str], verbose: bool) -> int:
+    """Check the config and every library (one line, exit 2, on a problem), then start Prefect and run."""
     from molfed.config import load_config
+    from molfed.preflight import check_run
 
-    return _execute(load_config(config_path, overrides), verbose)
+    config = load_config(config_path, overrides)
+    check_run(config)  # before Prefect or MLflow start anything
+    _start_prefect_early(verbose)
+    return _execute(config, verbose)
 
 
 def _resume(run_id: str, tracking_uri: str | None, verbose: bool) -> int:
@@ -221,11 +235,15 @@ def _resume(run_id: str, tracking_uri: str | None, verbose: bool) -> int:
         raise MolfedError(f"run {run_id}: no {CONFIG_ARTIFACT} in {uri}; is it a molfed run in this store?") from None
     config = parse_config(raw, source=f"run {run_id} {CONFIG_ARTIFACT}")
     config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": uri})})
+    from molfed.preflight import check_run
+
+    check_run(config)
     return _execute(config, verbose, resume_run_id=run_id)
 
 
 def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> int:
     prefect_environment(verbose)
+    started_ms = int(time.time() * 1000)
     from rich.console import Console
 
     from flows.federated_training import federated_training
@@ -233,11 +251,10 @@ def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> in
 
     if not verbose:  # after mlflow's import, which configures its own loggers
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-    from molfed.federated.partner import check_local_device
-    from molfed.federated.strategies import QuorumError
+        from molfed import runlog
 
-    if config.mode == "local":  # before Prefect or MLflow start anything
-        check_local_device(config.device)
+        runlog.route_logging()  # Prefect's and MLflow's records (and tracebacks) to the run's log file
+    from molfed.federated.strategies import QuorumError
 
     console = Console()
     listener = _RichListener(console)
@@ -248,8 +265,53 @@ def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> in
             result = federated_training(config, resume_run_id)
     except QuorumError as exc:
         raise MolfedError(f"run stopped below quorum: {exc}") from None
+    except MolfedError:
+        raise
+    except Exception as exc:
+        raise _failure(exc, config, resume_run_id, started_ms) from None
     _print_results(console, result)
     return 0
+
+
+class RunFailed(MolfedError):
+    """An unexpected error in a run: one line naming the log file with the traceback; exit status 1."""
+
+    exit_code = 1
+
+
+def _failure(exc: Exception, config: Any, resume_run_id: str | None, started_ms: int) -> MolfedError:
+    """One line for an exception out of the flow: disk full (path, space to free, the resume command), or the
+    exception's type and the log file holding its traceback."""
+    from molfed import runlog
+    from molfed.diskspace import disk_full, disk_full_message
+    from molfed.preflight import write_locations
+
+    log = runlog.write_traceback(exc)
+    full, filename = disk_full(exc)
+    if full:
+        run_id = resume_run_id or _latest_run_id(config, started_ms)
+        return MolfedError(disk_full_message(filename, write_locations(config), run_id))
+    where = f"; traceback in {log}" if log is not None else ""
+    return RunFailed(f"the run failed with an unexpected {type(exc).__name__}{where}")
+
+
+def _latest_run_id(config: Any, started_ms: int) -> str | None:
+    """The federation run this process started (MLflow, read-only), or None."""
+    try:
+        from molfed.tracking import Tracker, resolve_tracking_uri
+
+        client = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), None).client
+        experiment = client.get_experiment_by_name(config.tracking.experiment)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.start_time >= {started_ms}",
+            order_by=["attributes.start_time ASC"],
+        )
+    except Exception:  # the store may be unreadable too: then the message says "run it again"
+        return None
+    return next((r.info.run_id for r in runs if r.info.run_name == config.name), None)
 
 
 class _RichListener:
@@ -425,6 +487,9 @@ def _validate(config_path: Path, overrides: Sequence[str]) -> int:
 
     if config.mode == "sites":
         raise MolfedError(f"{config_path}: sites mode names partners only; each partner validates its own library")
+    from molfed.preflight import check_distinct_libraries
+
+    check_distinct_libraries(config)
     options = StandardizeOptions(**config.data.standardize.model_dump())
     for partner in config.partners:
         assert partner.path is not None  # required in local mode

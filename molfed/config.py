@@ -9,6 +9,7 @@ same thing from any working directory.
 
 from __future__ import annotations
 
+import errno
 import re
 import reprlib
 from collections.abc import Sequence
@@ -743,11 +744,11 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     partners = [
         p.model_copy(
             update={
-                "path": _resolve(p.path, base_dir) if p.path is not None else None,
-                "workspace": _resolve(config.workspace_for(p), base_dir),
+                "path": _resolve(p.path, base_dir, f"{source}: partners.{i}.path") if p.path is not None else None,
+                "workspace": _resolve(config.workspace_for(p), base_dir, f"{source}: partners.{i}.workspace"),
             }
         )
-        for p in config.partners
+        for i, p in enumerate(config.partners)
     ]
     _no_shared_workspace(partners, source)
     return config.model_copy(update={"partners": partners})
@@ -786,9 +787,16 @@ def _no_shared_workspace(partners: Sequence[PartnerConfig], source: str) -> None
         owner[partner.workspace] = partner.name
 
 
-def _resolve(path: Path, base_dir: Path) -> Path:
+def _resolve(path: Path, base_dir: Path, key: str = "path") -> Path:
+    """``path`` made absolute against ``base_dir``, symbolic links resolved (a link loop is a ConfigError)."""
     path = path.expanduser()
-    return path if path.is_absolute() else (base_dir / path).resolve()
+    if path.is_absolute():
+        return path
+    try:
+        return (base_dir / path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11 raises RuntimeError on a symbolic-link loop
+        why = "symbolic-link loop" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else type(exc).__name__
+        raise ConfigError(f"{key}: {base_dir / path}: {why}; point it at the file itself") from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -911,4 +919,5 @@ def load_site_config(path: str | Path) -> SiteConfig:
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path))) from None
     base = path.parent.resolve()
-    return site.model_copy(update={"path": _resolve(site.path, base), "workspace": _resolve(site.workspace, base)})
+    path_, workspace = _resolve(site.path, base, f"{path}: path"), _resolve(site.workspace, base, f"{path}: workspace")
+    return site.model_copy(update={"path": path_, "workspace": workspace})

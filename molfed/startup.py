@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from molfed.errors import MolfedError
 
@@ -192,18 +192,20 @@ class EarlyServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     @classmethod
-    def start_if_ephemeral(cls) -> EarlyServer | None:
-        """Start the server and set ``PREFECT_API_URL`` when Prefect would start an ephemeral one; else None."""
+    def start_if_ephemeral(cls, output: IO[bytes] | None = None) -> EarlyServer | None:
+        """Start the server and set ``PREFECT_API_URL`` when Prefect would start an ephemeral one; else None.
+
+        ``output``: a file for the server's stdout and stderr (default: this process's console)."""
         if _configured_elsewhere():
             return None
         seed_prefect_database(prefect_home())
         server = cls()
-        server._launch()
+        server._launch(output)
         os.environ["PREFECT_API_URL"] = server.api_url
         atexit.register(server.stop)
         return server
 
-    def _launch(self) -> None:
+    def _launch(self, output: IO[bytes] | None = None) -> None:
         self.port = _free_port()
         spec = importlib.util.find_spec("prefect")
         assert spec is not None and spec.origin is not None, "Prefect is a molfed dependency"
@@ -212,7 +214,7 @@ class EarlyServer:
         args += ["--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         code = "from molfed.startup import serve; serve()"
         env = {**os.environ, **_SERVER_ENV}
-        self.process = subprocess.Popen([sys.executable, "-c", code, *args], env=env)
+        self.process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=output, stderr=output)
 
     def wait(self) -> None:
         """Block until the server answers ``/health`` (timeout: ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``).

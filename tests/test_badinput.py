@@ -107,6 +107,10 @@ LIBRARIES: dict[str, Counts | Fails] = {
     "headerless_semicolon.csv": Fails(
         "columns are ['<hidden: looks like data>'] (is the header row missing?) (is the delimiter ';'?"
     ),
+    "excel_sep_line.csv": Counts(2, 2),
+    "excel_sep_semicolon.csv": Fails(
+        "row 1: Excel's delimiter line declares ';' as the delimiter, expected ',': save the file with ','"
+    ),
     "duplicate_column.csv": Fails("duplicate_column.csv, column 'expt': column appears 2 times"),
     "ragged_rows.csv": Fails("ragged_rows.csv, row 4: expected 2 fields, found 3"),
     "unclosed_quote.csv": Fails("unclosed_quote.csv, row 4: expected 2 fields, found 1 (a quoted field spans lines"),
@@ -170,6 +174,14 @@ CONFIGS: dict[str, Counts | Fails | tuple[Counts, ...]] = {
     "config_partner_path_missing.yaml": Fails("partner 'acme': {corpus}/no_such_library.csv: file not found"),
     "config_workspace_is_file.yaml": Fails("not_a_directory.txt/rejects.csv: cannot write the rejects report"),
     "config_second_partner_bad.yaml": Fails("partner 'bravo': {corpus}/latin1.csv, row 4: file is not valid UTF-8"),
+    "config_same_library_twice.yaml": Fails(
+        "partners.1.path: partners 'acme' (partners.0.path) and 'bravo' read the same file {corpus}/ok.csv; "
+        "give each partner its own library"
+    ),
+    "config_same_library_content.yaml": Fails(
+        "partners.1.path: partners 'acme' (partners.0.path) and 'bravo' have libraries with identical contents "
+        "(SHA-256 "
+    ),
     "config_ok_two_partners.yaml": (Counts(4, 4), Counts(5, 2, rejects={"wildcard_atom": 3})),
     "config_does_not_exist.yaml": Fails("config_does_not_exist.yaml: config file not found"),
 }
@@ -296,7 +308,11 @@ def referenced(corpus: Path, config: str) -> list[Path]:
 
 
 def test_corpus_is_listed_and_large_enough():
-    committed = {p.name for p in CORPUS.iterdir() if p.suffix not in (".py", ".md")} - {"ok.csv", "not_a_directory.txt"}
+    committed = {p.name for p in CORPUS.iterdir() if p.suffix not in (".py", ".md")} - {
+        "ok.csv",
+        "ok_copy.csv",
+        "not_a_directory.txt",
+    }
     cases = set(LIBRARIES) | set(CONFIGS)
     assert committed <= cases, sorted(committed - cases)
     assert len(cases) + len(OVERRIDES) >= 30
@@ -334,6 +350,97 @@ def test_override_case(name, corpus, capfd):
     code, out, err = validate(capfd, *args)
     assert_fails(code, out, err, expected)
     assert_private(out + err, referenced(corpus, "config_ok_two_partners.yaml"))
+
+
+RUN_CASES = sorted(
+    [(name, "library") for name, outcome in LIBRARIES.items() if isinstance(outcome, Fails)]
+    + [(name, "config") for name, outcome in CONFIGS.items() if isinstance(outcome, Fails)]
+    + [(name, "override") for name in OVERRIDES]
+)
+
+
+@pytest.mark.parametrize(("name", "kind"), RUN_CASES)
+def test_run_case(name, kind, corpus, tmp_path, capfd, monkeypatch):
+    """``molfed run`` on the same inputs: the same one line, nothing on stdout, and Prefect never started."""
+
+    def no_prefect(verbose: bool) -> None:
+        raise AssertionError("Prefect started before the input was checked")
+
+    monkeypatch.setattr("molfed.cli._start_prefect_early", no_prefect)
+    if kind == "library":
+        args, expected = [str(library_config(corpus, name, tmp_path))], LIBRARIES[name]
+    elif kind == "config":
+        args, expected = [str(corpus / name)], CONFIGS[name]
+    else:
+        overrides, expected = OVERRIDES[name]
+        args = [str(corpus / "config_ok_two_partners.yaml")] + [f"--set={item}" for item in overrides]
+    assert isinstance(expected, Fails)
+    capfd.readouterr()
+    code = main(["run", *args])
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert_fails(code, out, err, Fails(expected.message.format(corpus=corpus)))
+
+
+def test_run_in_a_real_process_prints_one_line_and_never_imports_prefect(corpus, tmp_path):
+    """``python -m molfed.cli run`` on a library whose every row is rejected (found only by the chemistry) and on a
+    config error: exit 2, one line on stderr, nothing on stdout, and neither Prefect nor MLflow imported."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cases = {
+        "all_rows_invalid.csv": library_config(corpus, "all_rows_invalid.csv", tmp_path / "lib"),
+        "config_unknown_key.yaml": corpus / "config_unknown_key.yaml",
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "molfed.cli", "run", str(target)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for name, target in cases.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        lines = [line for line in err.splitlines() if not line.startswith("import time:")]
+        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.splitlines() if "|" in line}
+        expected = LIBRARIES.get(name) or CONFIGS[name]
+        assert isinstance(expected, Fails)
+        assert proc.returncode == 2 and out == "" and len(lines) == 1, (out, lines)
+        assert lines[0].startswith("molfed: error: ") and expected.message in lines[0]
+        assert not imported & {"prefect", "mlflow"}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_symbolic_link_loop_as_a_library_path_is_one_line(command, kind, tmp_path, capfd, monkeypatch):
+    """A link loop (a.csv -> b.csv -> a.csv): relative paths are resolved with the config (a RuntimeError
+    traceback before), absolute ones when the library is opened (was: 'file not found')."""
+    monkeypatch.setattr("molfed.cli._start_prefect_early", lambda verbose: pytest.fail("Prefect started"))
+    (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
+    path = "a.csv" if kind == "relative" else str(tmp_path / "a.csv")
+    config = tmp_path / "loop.yaml"
+    config.write_text(f"tasks: [{{name: expt}}]\npartners:\n  - {{name: acme, path: {path}, workspace: ws}}\n")
+    capfd.readouterr()
+    code = main([command, str(config)])
+    out, err = capfd.readouterr()
+    expected = f"{config}: partners.0.path: {tmp_path / 'a.csv'}: symbolic-link loop; point it at the file itself"
+    if kind == "absolute":
+        expected = f"partner 'acme': {tmp_path / 'a.csv'}: symbolic-link loop; point the path at the library file"
+    assert_fails(code, out, err, Fails(expected))
+
+
+def test_a_link_to_another_partners_library_is_the_same_file(corpus, tmp_path, capfd):
+    (tmp_path / "link.csv").symlink_to(corpus / "ok.csv")
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        f"tasks: [{{name: expt}}]\npartners:\n  - {{name: acme, path: {corpus / 'ok.csv'}, workspace: ws/a}}\n"
+        f"  - {{name: bravo, path: {tmp_path / 'link.csv'}, workspace: ws/b}}\n"
+    )
+    code, out, err = validate(capfd, str(config))
+    assert_fails(code, out, err, Fails(f"'bravo' read the same file {corpus / 'ok.csv'}"))
 
 
 def test_second_partner_error_comes_after_first_partner_report(corpus, capfd):

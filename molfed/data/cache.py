@@ -27,6 +27,7 @@ from molfed.chem.encode import CodeArrays, concat_codes
 from molfed.chem.featurize import featurizer_signature, graphs_from_codes
 from molfed.chem.standardize import StandardizeOptions
 from molfed.data.library import Reject, file_digest, read_library, write_rejects
+from molfed.data.readers import missing_reason
 from molfed.errors import InputError
 
 __all__ = ["CACHE_FORMAT", "FeaturizedLibrary", "cache_key", "featurize_library", "save_featurized"]
@@ -93,8 +94,8 @@ def featurize_library(
     """
     path = Path(path)
     if not path.is_file():
-        what = "not found" if not path.exists() else "is a directory, expected a file"
-        raise InputError(f"library {what}", path=str(path), partner=partner)
+        what = missing_reason(path) if not path.exists() else "is a directory, expected a library file"
+        raise InputError(what, path=str(path), partner=partner)
     digest = file_digest(path)
     key = cache_key(
         digest,
@@ -124,8 +125,7 @@ def featurize_library(
         featurize=True,
         workers=workers,
     )
-    workspace.mkdir(parents=True, exist_ok=True)
-    write_rejects(library.rejects, workspace / "rejects.csv", partner=partner)
+    write_rejects(library.rejects, workspace / "rejects.csv", partner=partner)  # creates the workspace
     assert library.codes is not None and library.scaffolds is not None
     return save_featurized(
         cache_file,

@@ -24,6 +24,7 @@ empty), ``non_numeric_label``, ``non_finite_label`` (also beyond float32's range
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import logging
 from collections import Counter
@@ -378,9 +379,8 @@ def write_rejects(rejects: Sequence[Reject], path: Path, *, partner: str | None 
         with open_rejects(target) as write:
             write(rejects)
     except OSError as exc:
-        raise InputError(
-            f"cannot write the rejects report ({type(exc).__name__})", path=str(target), partner=partner
-        ) from None
+        why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else type(exc).__name__
+        raise InputError(f"cannot write the rejects report ({why})", path=str(target), partner=partner) from None
     return target
 
 

@@ -9,9 +9,11 @@ contents come from the same bytes.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -93,7 +95,7 @@ def read_records(
     if path.is_dir():
         raise InputError("is a directory, expected a library file", **where)
     if not path.exists():
-        raise InputError("file not found", **where)
+        raise InputError(missing_reason(path), **where)
     suffix = suffix_of(path)
     if suffix is None:
         raise InputError(f"unsupported file type; supported suffixes are {list(SUPPORTED_SUFFIXES)}", **where)
@@ -121,6 +123,20 @@ def read_records(
     if not records:
         raise InputError("no data rows (only a header)", **where)
     return digest, records
+
+
+def missing_reason(path: Path) -> str:
+    """Why ``path``, which does not exist as far as ``Path.exists`` can tell, cannot be opened (no traceback)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic-link loop; point the path at the library file itself"
+        if path.is_symlink():
+            return "broken symbolic link (its target does not exist)"
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return f"cannot open the file ({type(exc).__name__})"
+    return "file not found"
 
 
 def _decode(data: bytes, where: _Where, *, sdf: bool) -> str:
@@ -163,9 +179,30 @@ def _is_value(text: str) -> bool:
         return mol is not None and mol.GetNumAtoms() > 1
 
 
+_EXCEL_SEP = re.compile(r"sep=(.?)[ \t]*(\r\n|\n|\r|$)")
+
+
+def _strip_excel_sep(text: str, delimiter: str, where: _Where) -> str:
+    """Excel's ``sep=,`` first line (it names the delimiter; Excel writes it on request): accepted and skipped when
+    it names the delimiter expected here, refused with a hint otherwise. Line numbers are kept."""
+    match = _EXCEL_SEP.match(text)
+    if match is None:
+        return text
+    declared = match.group(1)
+    if declared != delimiter:
+        raise InputError(
+            f"Excel's delimiter line declares {declared!r} as the delimiter, expected {delimiter!r}: "
+            f"save the file with {delimiter!r} as the delimiter and delete line 1",
+            row=1,
+            **where,
+        )
+    return match.group(2) + text[match.end() :]  # a blank line 1: the header is found on line 2
+
+
 def _read_delimited(
     text: str, delimiter: str, smiles_column: str, label_columns: Sequence[str], where: _Where
 ) -> list[Record]:
+    text = _strip_excel_sep(text, delimiter, where)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records: list[Record] = []
     previous = 0

@@ -90,6 +90,8 @@ TEXT: dict[str, str] = {
     "tab_delimiter_named_csv.csv": rows().replace(",", "\t"),
     "missing_label_column.csv": rows().replace("smiles,expt", "smiles,value"),
     "renamed_smiles_column.csv": rows().replace("smiles,expt", "SMILES,expt"),
+    "excel_sep_line.csv": "sep=,\r\n" + rows().replace("\n", "\r\n"),  # Excel's delimiter line: accepted
+    "excel_sep_semicolon.csv": "sep=;\n" + rows().replace(",", ";"),
     "headerless.csv": rows().removeprefix(HEADER),
     "headerless_semicolon.csv": rows().removeprefix(HEADER).replace(",", ";"),
     "duplicate_column.csv": "smiles,expt,expt\nCCOc1ccccc1,-2.417,-2.417\nCc1ccc(O)cc1,-6.133,-6.133\n",
@@ -101,6 +103,7 @@ TEXT: dict[str, str] = {
     "not_gzip.csv.gz": rows(),
     "not_a_directory.txt": "a file where a workspace directory is expected\n",
     "ok.csv": rows(valid=4),
+    "ok_copy.csv": rows(valid=4),  # the same bytes as ok.csv, under another name
     # ---- configs (partner paths are relative to the config's directory)
     "config_yaml_syntax.yaml": CONFIG.replace("[{name: expt}]", "[{name: expt}"),
     "config_tab_indent.yaml": CONFIG.replace("  - {name: acme", "\t- {name: acme"),
@@ -134,6 +137,9 @@ TEXT: dict[str, str] = {
     "config_partner_path_missing.yaml": CONFIG.replace("path: ok.csv", "path: no_such_library.csv"),
     "config_workspace_is_file.yaml": CONFIG.replace("workspace: ws/acme", "workspace: not_a_directory.txt"),
     "config_second_partner_bad.yaml": CONFIG + "  - {name: bravo, path: latin1.csv, workspace: ws/bravo}\n",
+    # one library counted twice: the same file, or a copy with identical bytes (found by SHA-256)
+    "config_same_library_twice.yaml": CONFIG + "  - {name: bravo, path: ok.csv, workspace: ws/bravo}\n",
+    "config_same_library_content.yaml": CONFIG + "  - {name: bravo, path: ok_copy.csv, workspace: ws/bravo}\n",
     "config_ok_two_partners.yaml": CONFIG + "  - {name: bravo, path: smiles_wildcard.csv, workspace: ws/bravo}\n",
     # ---- SDF
     "sdf_missing_property.sdf": "",  # filled in below
