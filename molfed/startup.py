@@ -28,11 +28,13 @@ import importlib.util
 import os
 import random
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import types
@@ -47,7 +49,10 @@ from molfed.errors import MolfedError
 _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 """What Prefect's ``SubprocessASGIServer`` sets for its ephemeral server (prefect/server/api/server.py)."""
 _PORTS = range(8000, 9000)  # Prefect's ephemeral port range
-_PORT_IN_USE = 3  # uvicorn's exit status when the port is taken
+_PORT_IN_USE = 3  # uvicorn's exit status when the port is taken (also for any other failed start-up)
+_LAUNCHES = 3  # server launches on fresh ports before giving up
+_PARENT_VARIABLE = "MOLFED_SERVER_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SETTINGS = ("PREFECT_API_URL", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "PREFECT_SERVER_EPHEMERAL_ENABLED")
 _DATABASE_SETTINGS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
 _MIGRATE = (
@@ -186,6 +191,8 @@ class EarlyServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.output: IO[bytes] | None = None
+        self._lock: IO[bytes] | None = None
 
     @property
     def api_url(self) -> str:
@@ -198,8 +205,10 @@ class EarlyServer:
         ``output``: a file for the server's stdout and stderr (default: this process's console)."""
         if _configured_elsewhere():
             return None
-        seed_prefect_database(prefect_home())
         server = cls()
+        server._lock = _start_lock(prefect_home())  # held until this server answers: see _start_lock
+        seed_prefect_database(prefect_home())
+        server.output = output
         server._launch(output)
         os.environ["PREFECT_API_URL"] = server.api_url
         atexit.register(server.stop)
@@ -213,7 +222,7 @@ class EarlyServer:
         args = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         code = "from molfed.startup import serve; serve()"
-        env = {**os.environ, **_SERVER_ENV}
+        env = {**os.environ, **_SERVER_ENV, _PARENT_VARIABLE: str(os.getpid())}
         self.process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=output, stderr=output)
 
     def wait(self) -> None:
@@ -224,14 +233,27 @@ class EarlyServer:
         MolfedError
             If it exits or does not answer in time.
         """
+        try:
+            self._wait()
+        finally:
+            self._release_lock()
+
+    def _wait(self) -> None:
         timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
         deadline = time.monotonic() + timeout
         assert self.process is not None
+        tries = 1
         while time.monotonic() < deadline:
             code = self.process.poll()
+            if code == _PORT_IN_USE and tries < _LAUNCHES:  # another process took the port after _free_port
+                tries += 1
+                self._launch(self.output)
+                os.environ["PREFECT_API_URL"] = self.api_url
+                continue
             if code is not None:
-                why = "its port was taken" if code == _PORT_IN_USE else f"status {code}"
-                raise MolfedError(f"Prefect's temporary API server exited while starting ({why}); run again")
+                why = f"exit status {code}" + (": its port was taken, or it failed to start" if code == 3 else "")
+                where = f"; its output is in {self.output.name}" if self.output is not None else ""
+                raise MolfedError(f"Prefect's temporary API server exited while starting ({why}){where}; run again")
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -244,8 +266,14 @@ class EarlyServer:
             "(raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
         )
 
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
     def stop(self) -> None:
         """Terminate the server (at exit)."""
+        self._release_lock()
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
@@ -256,8 +284,60 @@ class EarlyServer:
             self.process.wait()
 
 
+def _start_lock(home: Path) -> IO[bytes] | None:
+    """Wait for any other molfed process starting a server on this ``PREFECT_HOME``, then hold the lock.
+
+    Two first runs in one folder used to start together: both servers registered Prefect's block types in the same
+    new SQLite database at once (UNIQUE-constraint tracebacks, or a failed start, exit status 3, which read as "port
+    taken"). The lock (``flock`` on ``<home>/.molfed-server.lock``) is held from seeding the database until the
+    server answers, so the second server starts on a ready database. The OS releases it if the holder dies.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        handle = (home / ".molfed-server.lock").open("ab")
+    except OSError:
+        return None  # an unwritable home: Prefect reports it
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
+
+
+def _die_with_parent() -> None:
+    """Make this server process exit when the ``molfed`` process that started it dies, even by SIGKILL.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` has the kernel send SIGTERM (uvicorn then shuts down); elsewhere, and
+    as a second line, a daemon thread polls the parent pid every half second. If the parent already died before the
+    call, the server exits at once.
+    """
+    parent = int(os.environ.get(_PARENT_VARIABLE, "0") or 0)
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="molfed-parent-watch", daemon=True).start()
+
+
 def serve() -> None:
-    """The server subprocess's entry: ``python -m uvicorn`` with :func:`lazy_optional_imports` first."""
+    """The server subprocess's entry: ``python -m uvicorn`` with :func:`lazy_optional_imports` first; it exits
+    when its parent dies (:func:`_die_with_parent`)."""
+    _die_with_parent()
     lazy_optional_imports()
     from uvicorn.main import main
 
