@@ -1,10 +1,13 @@
-"""Property-based fuzzing of the two loaders that face users' files.
+"""Property-based fuzzing of the three loaders that face users' files (libraries, run configs, site configs).
 
 * ``read_library`` on random bytes, random CSV-ish text and random SMILES-like cells with random labels: it returns
   a Library whose molecules + merged duplicates + rejects account for every data row, or raises InputError with a
   one-line message -- never another exception.
 * ``load_config`` on random YAML (mutations of a valid config, arbitrary mappings, raw text) and random ``--set``
   overrides: a valid RunConfig or a one-line ConfigError -- never another exception.
+* ``load_site_config`` on the same kinds of input: a SiteConfig with a valid name, or a one-line ConfigError.
+* A molecule is kept as written or rejected, never silently changed into another: each kept row's canonical SMILES
+  equals the one its text denotes, read by RDKit where RDKit reads faithfully (ASCII, no inner whitespace).
 
 Example counts are modest so the file runs in well under a minute on 2 cores.
 """
@@ -262,3 +265,124 @@ def test_random_yaml_text(workdir, text):
 @given(overrides=st.lists(st.sampled_from(KEYS).flatmap(lambda k: TEXT.map(lambda v: f"{k}={v}")) | TEXT, max_size=3))
 def test_random_overrides(workdir, overrides):
     check_config(write_yaml(workdir, BASE), overrides)
+
+
+# ---------------------------------------------------------------------------------------------- site configs
+
+SITE: dict[str, Any] = {
+    "name": "acme",
+    "path": "lib.csv",
+    "workspace": "ws",
+    "trusted_coordinators": {},
+    "policy": {"federations": ["demo"], "tasks": ["y"], "max_rounds": 10},
+}
+SITE_KEYS = [
+    "name", "path", "workspace", "smiles_column", "label_columns", "dask", "dask.n_workers", "dask.address",
+    "torch_threads", "trusted_coordinators", "trusted_coordinators.coord", "policy", "policy.federations",
+    "policy.tasks", "policy.jobs", "policy.max_epsilon", "policy.max_rounds", "policy.require_signing",
+    "shared_tasks", "private_tasks", "private_tasks.0", "private_tasks.0.name", "report_private_metrics",
+    "export_tracking_uri", "unknown", "policy.unknown",
+]  # fmt: skip
+
+
+def check_site_config(path: Path) -> None:
+    """load_site_config: a SiteConfig with a valid name and absolute paths, or a one-line ConfigError."""
+    from molfed.config import SiteConfig, check_name, load_site_config
+
+    try:
+        site = load_site_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 5_000 and str(exc).startswith(str(path))
+        return
+    assert isinstance(site, SiteConfig)
+    assert check_name(site.name) == site.name and all(check_name(t.name) for t in site.private_tasks)
+    assert site.path.is_absolute() and site.workspace.is_absolute()
+
+
+@FUZZ
+@given(mutations=st.lists(st.tuples(st.sampled_from(SITE_KEYS), VALUES), min_size=1, max_size=4))
+@example(mutations=[("name", "acme.eu")])
+@example(mutations=[("private_tasks", [{"name": "log s"}])])
+def test_mutated_site_config(workdir, mutations):
+    raw = yaml.safe_load(yaml.safe_dump(SITE))
+    for key, value in mutations:
+        set_path(raw, key, value)
+    check_site_config(write_yaml(workdir, raw))
+
+
+@FUZZ
+@given(raw=st.dictionaries(st.sampled_from([k.split(".")[0] for k in SITE_KEYS]) | TEXT, VALUES, max_size=6) | VALUES)
+def test_random_site_yaml(workdir, raw):
+    check_site_config(write_yaml(workdir, raw))
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+@example(text="name: acme\npath: &p [*p]\n")
+def test_random_site_yaml_text(workdir, text):
+    path = workdir / "config.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    check_site_config(path)
+
+
+# ---------------------------------------------------------------------------------------------- kept as written
+
+BASES = ["CCO", "c1ccccc1O", "CC(=O)N", "OCCO", "C1CCCCC1", "CCN(C)C", "O=C(O)c1ccccc1", "CC#N"]
+SURROUNDING = ["", " ", "\t", "\u00a0", "\u2009", "\u3000", " \u00a0"]
+INSERTED = st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n")
+
+
+@st.composite
+def written(draw: st.DrawFn) -> str:
+    """A SMILES as a person or a spreadsheet writes it: a valid one, maybe with a character inserted anywhere
+    (the end included: a look-alike letter, an accent, a digit, a bracket...) and maybe wrapped in whitespace."""
+    text = draw(st.sampled_from(BASES))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        text = (
+            text[:at] + draw(INSERTED | st.sampled_from(list("\u041e\u0421\u00e9\uff23\u200b\ufeffON=()1"))) + text[at:]
+        )
+    pad = draw(st.sampled_from(SURROUNDING))
+    return pad + text + draw(st.sampled_from(SURROUNDING))
+
+
+def as_written(text: str) -> str | None:
+    """The canonical SMILES ``text`` denotes after molfed's standardization, where RDKit reads it faithfully
+    (ASCII, no whitespace inside after stripping surrounding Unicode whitespace); None where it does not, or
+    where it is no valid molecule: such a row must be rejected."""
+    from rdkit import Chem, rdBase
+
+    from molfed.chem.standardize import StandardizeOptions, standardize_mol
+
+    stripped = text.strip()
+    if not stripped or not stripped.isascii() or len(stripped.split()) > 1:
+        return None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(stripped)
+        if mol is None:
+            return None
+        try:
+            return Chem.MolToSmiles(standardize_mol(mol, StandardizeOptions()))
+        except ValueError:
+            return None
+
+
+@FUZZ
+@given(cells=st.lists(written(), min_size=1, max_size=10))
+@example(cells=["CCO\u041e"])  # Cyrillic O last: RDKit read ethanol
+@example(cells=["\uff23CO"])  # full-width C first: RDKit read methanol
+@example(cells=["\u00a0CCO\u00a0"])  # non-breaking spaces around: stripped, kept
+def test_a_molecule_is_kept_as_written_or_rejected(workdir, cells):
+    """Never silently changed into another: each kept row's canonical SMILES is the one its text denotes."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["smiles", "y"])
+    writer.writerows([(cell, "1.5") for cell in [*cells, "CCCCCCCCO"]])  # one valid row: a Library, not an error
+    path = workdir / "written.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    library = load(path, "regression", "merge")
+    assert library is not None
+    texts = {i + 2: cell for i, cell in enumerate(cells)}  # CSV line of each row (no line breaks in cells)
+    for row, smiles in zip(library.rows, library.smiles, strict=True):
+        if row in texts:
+            assert smiles == as_written(texts[row]), (texts[row], smiles)
