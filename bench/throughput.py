@@ -26,8 +26,8 @@ from molfed.chem.featurize import graphs_from_codes  # noqa: E402
 from molfed.chem.standardize import parse_smiles  # noqa: E402
 from molfed.federated import coordinator as coord  # noqa: E402
 from molfed.federated.partner import resolve_device  # noqa: E402
-from molfed.models.encoders import ENCODERS  # noqa: E402
 from molfed.models.model import build_model  # noqa: E402
+from molfed.models.registry import ENCODERS  # noqa: E402
 from molfed.train.local import train_local  # noqa: E402
 
 

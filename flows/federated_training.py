@@ -33,6 +33,10 @@ from tasks import value as vt
 from tasks.partner import LocalPartners
 from tasks.sites import SitePartners
 
+POOLS: dict[str, Any] = {"local": LocalPartners, "sites": SitePartners}
+"""``mode`` -> partner pool (``pool(config, tracker, run_id)``; the engine's ``PartnerPool`` plus prepare, publish,
+finish, local_only and close). Adding a transport: one pool class and one line here (and the mode in the config)."""
+
 
 @flow(name="federated-training", persist_result=False, log_prints=False)
 def federated_training(config: RunConfig, resume_run_id: str | None = None) -> dict[str, Any]:
@@ -61,7 +65,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         parent_run_id=config.tracking.parent_run_id,
     )
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
-    pool = LocalPartners(config) if config.mode == "local" else SitePartners(config, tracker, run_id)
+    pool = POOLS[config.mode](config, tracker, run_id)
     loop = None
     try:
         strategy = integrity.guard(strategy, config, tracker, run_id)  # signatures, screens, secure aggregation

@@ -20,10 +20,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molfed.errors import ConfigError
-from molfed.federated.capabilities import STRATEGY_NAMES, caps
+from molfed.federated.capabilities import caps, strategy_names
+from molfed.models.registry import encoder_names
 from molfed.site.policy import SitePolicy
 
-ENCODER_NAMES = ("attentivefp", "gine")
 #: Partner names that would collide with the cross-partner summaries ``{split}_{metric}.worst`` / ``.std``.
 RESERVED_PARTNER_NAMES = ("worst", "std")
 _MAX_ERRORS = 5  # validation problems shown in one ConfigError
@@ -225,7 +225,11 @@ class DataConfig(_Model):
 
 
 class ModelConfig(_Model):
-    encoder: str = Field("gine", description=f"GNN encoder, one of {list(ENCODER_NAMES)}.")
+    encoder: str = Field(
+        "gine",
+        description=f"GNN encoder, one of {list(encoder_names())}.",
+        json_schema_extra={"enum": list(encoder_names())},  # a dropdown in Prefect's form
+    )
     hidden_channels: int = Field(64, ge=4, le=2048, description="Width of node and graph embeddings.")
     num_layers: int = Field(3, ge=1, le=12, description="Message-passing layers.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the encoder and head.")
@@ -235,8 +239,8 @@ class ModelConfig(_Model):
     @field_validator("encoder")
     @classmethod
     def _check_encoder(cls, value: str) -> str:
-        if value not in ENCODER_NAMES:
-            raise ValueError(f"unknown encoder {value!r}; choose from {sorted(ENCODER_NAMES)}")
+        if value not in encoder_names():  # the live registry: an encoder registered after import counts
+            raise ValueError(f"unknown encoder {value!r}; choose from {list(encoder_names())}")
         return value
 
 
@@ -250,7 +254,11 @@ class TrainConfig(_Model):
 
 class FederationConfig(_Model):
     rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
-    strategy: str = Field("fedavg", description=f"Aggregation strategy, one of {list(STRATEGY_NAMES)}.")
+    strategy: str = Field(
+        "fedavg",
+        description=f"Aggregation strategy, one of {list(strategy_names())}.",
+        json_schema_extra={"enum": list(strategy_names())},  # a dropdown in Prefect's form
+    )
     strategy_options: dict[str, float] = Field(
         default_factory=dict,
         description="Strategy hyperparameters by name, e.g. {proximal_mu: 0.01} for fedprox, {server_lr: 0.01} "
@@ -292,8 +300,8 @@ class FederationConfig(_Model):
     @field_validator("strategy")
     @classmethod
     def _check_strategy(cls, value: str) -> str:
-        if value not in STRATEGY_NAMES:
-            raise ValueError(f"unknown strategy {value!r}; choose from {sorted(STRATEGY_NAMES)}")
+        if value not in strategy_names():  # the live registry: a strategy registered after import counts
+            raise ValueError(f"unknown strategy {value!r}; choose from {list(strategy_names())}")
         return value
 
 

@@ -229,7 +229,8 @@ class LocalPartners:
     share_cores = True
     """Before each fan-out, give torch :func:`threads_per_partner` threads (False: torch's own default)."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, tracker: object = None, run_id: str = ""):
+        """``tracker`` and ``run_id`` are unused: partners in this process report through task results."""
         self.config = config
         self.names = [x.name for x in config.partners]
         retries, timeout = config.federation.partner_retries, config.federation.task_timeout_s

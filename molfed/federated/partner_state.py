@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from molfed.federated.types import Weights
-from molfed.federated.weights import check_compatible
+from molfed.federated.types import Weights, check_compatible
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from molfed.federated.partner_state import load_saved, save_state
-from molfed.federated.types import Weights
-from molfed.federated.weights import check_compatible, get_weights, load_weights, save_weights, set_weights
-from molfed.models.model import SHARED_HEAD_PREFIX, ModelSpec, MoleculeModel, build_model, is_private
+from molfed.federated.types import Weights, check_compatible
+from molfed.federated.weights import get_weights, load_weights, save_weights, set_weights
+from molfed.models.model import ModelSpec, MoleculeModel, build_model, is_private
+from molfed.models.naming import SHARED_HEAD_PREFIX
 from molfed.train.metrics import masked_loss, task_metrics
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ import torch
 from torch_geometric.data import Data
 
 from molfed.federated.partner_state import load_state, save_state
-from molfed.federated.types import SCAFFOLD_C, Weights
-from molfed.federated.weights import check_compatible
+from molfed.federated.types import SCAFFOLD_C, Weights, check_compatible
 from molfed.models.model import MoleculeModel
 from molfed.train.local import full_gradient
 

@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from molfed.federated.types import Failure, QuorumError, Update, Weights
-from molfed.federated.weights import check_compatible
-from molfed.models.model import SHARED_HEAD_PREFIX
+from molfed.federated.types import Failure, QuorumError, Update, Weights, check_compatible
+from molfed.models.naming import SHARED_HEAD_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +139,52 @@ def _problem(current: Weights, update: Update, metrics: Sequence[str], extras: S
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class StrategyCaps:
+    """What a strategy can do, declared on its class (``caps = StrategyCaps(...)``); config validation, the
+    secure-aggregation check, the privacy wrappers and the docs read these flags
+    (:mod:`molfed.federated.capabilities`)."""
+
+    individual_updates: bool
+    """Looks at each partner's update (medians, trimming, distances, per-partner loss weights): it cannot run on a
+    secure sum, and client-level DP cannot feed it one noisy pseudo-update."""
+    server_tensors: bool = False
+    """Sends weight-shaped tensors to partners each round (``fit_tensors``, e.g. control variates) and needs extra
+    tensors back: sites mode does not carry them yet, and secure aggregation does not sum them."""
+    private_statistics: bool = False
+    """Partners send statistics of their data besides the update (a loss, control deltas) computed without DP
+    noise: sample-level DP would not cover them."""
+    robust: bool = False
+    """Tolerates a minority of arbitrary (Byzantine) updates."""
+
+    @property
+    def secure_sum(self) -> bool:
+        """Runs under secure aggregation (needs only the weighted sum of updates)."""
+        return not (self.individual_updates or self.server_tensors)
+
+    @property
+    def client_dp(self) -> bool:
+        """Runs under client-level DP (one clipped, noised mean update a round)."""
+        return not (self.individual_updates or self.server_tensors)
+
+    @property
+    def sample_dp(self) -> bool:
+        """Runs under sample-level DP (everything a partner sends passes through DP-SGD)."""
+        return not self.private_statistics
+
+    @property
+    def sites(self) -> bool:
+        """Runs in sites mode."""
+        return not self.server_tensors
+
+
+def sample_weighted(updates: Sequence[Update]) -> list[tuple[Weights, int]]:
+    """``(weights, n_samples)`` of each update: the input of the sample-weighted aggregations."""
+    return [(u.weights, u.n_samples) for u in updates]
+
+
 class Strategy:
-    """Base class. Subclasses set ``name`` and ``defaults`` and implement :meth:`aggregate`.
+    """Base class. Subclasses set ``name``, ``caps`` and ``defaults`` and implement :meth:`aggregate`.
 
     Parameters
     ----------
@@ -155,6 +198,8 @@ class Strategy:
     """
 
     name: ClassVar[str]
+    caps: ClassVar[StrategyCaps]
+    """What the strategy can do (secure sum, DP modes, sites mode, robustness): see :class:`StrategyCaps`."""
     defaults: ClassVar[Mapping[str, float]] = {}
     """Option name -> default value."""
     required_metrics: ClassVar[tuple[str, ...]] = ()

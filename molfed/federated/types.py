@@ -51,3 +51,20 @@ SCAFFOLD_C = "scaffold_c"
 """``fit_tensors`` key: SCAFFOLD's server control variate ``c`` (weight-shaped)."""
 SCAFFOLD_DELTA_C = "scaffold_delta_c"
 """``Update.extras`` key: the partner's control-variate change ``c_i+ - c_i`` (weight-shaped)."""
+
+
+def check_compatible(reference: Weights, candidate: Weights) -> str | None:
+    """Return why ``candidate`` cannot stand in for ``reference`` (names, shapes, dtype, finiteness), or None."""
+    missing = sorted(set(reference) - set(candidate))
+    extra = sorted(set(candidate) - set(reference))
+    if missing or extra:
+        return f"tensor names differ: missing {missing[:3]}, unexpected {extra[:3]}"
+    for name, ref in reference.items():
+        arr = np.asarray(candidate[name])
+        if arr.shape != ref.shape:
+            return f"tensor {name!r}: got shape {arr.shape}, expected {ref.shape}"
+        if not np.issubdtype(arr.dtype, np.floating):
+            return f"tensor {name!r}: got dtype {arr.dtype}, expected a floating type"
+        if not np.isfinite(arr).all():
+            return f"tensor {name!r}: contains NaN or infinite values"
+    return None

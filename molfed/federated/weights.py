@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from molfed.federated.types import Weights
+from molfed.federated.types import Weights, check_compatible
 from molfed.models.model import FIXED_BUFFERS
 
 
@@ -40,23 +40,6 @@ def set_weights(model: nn.Module, weights: Weights) -> None:
     device = next(model.parameters()).device
     state = {name: torch.from_numpy(np.asarray(array)).to(device) for name, array in weights.items()}
     model.load_state_dict(state, strict=False)
-
-
-def check_compatible(reference: Weights, candidate: Weights) -> str | None:
-    """Return why ``candidate`` cannot stand in for ``reference`` (names, shapes, dtype, finiteness), or None."""
-    missing = sorted(set(reference) - set(candidate))
-    extra = sorted(set(candidate) - set(reference))
-    if missing or extra:
-        return f"tensor names differ: missing {missing[:3]}, unexpected {extra[:3]}"
-    for name, ref in reference.items():
-        arr = np.asarray(candidate[name])
-        if arr.shape != ref.shape:
-            return f"tensor {name!r}: got shape {arr.shape}, expected {ref.shape}"
-        if not np.issubdtype(arr.dtype, np.floating):
-            return f"tensor {name!r}: got dtype {arr.dtype}, expected a floating type"
-        if not np.isfinite(arr).all():
-            return f"tensor {name!r}: contains NaN or infinite values"
-    return None
 
 
 def weights_digest(weights: Mapping[str, np.ndarray]) -> str:

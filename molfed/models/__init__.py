@@ -1,6 +1,5 @@
-"""GNN models: registered encoders, readouts and heads composed into :class:`MoleculeModel`."""
+"""GNN models: registered encoders, readouts and heads composed into :class:`~molfed.models.model.MoleculeModel`.
 
-from molfed.models.encoders import ENCODERS, build_encoder
-from molfed.models.model import FIXED_BUFFERS, ModelSpec, MoleculeModel, build_model
-
-__all__ = ["ENCODERS", "FIXED_BUFFERS", "MoleculeModel", "ModelSpec", "build_encoder", "build_model"]
+Import from the submodules (``molfed.models.model``, ``molfed.models.encoders``); this package imports nothing, so
+``molfed.models.naming`` stays importable without torch.
+"""

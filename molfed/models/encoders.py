@@ -1,4 +1,4 @@
-"""GNN encoders, chosen by name from :data:`ENCODERS`.
+"""GNN encoders, registered by name in :mod:`molfed.models.registry` and built with :func:`build_encoder`.
 
 Every encoder maps a batch of molecular graphs to embeddings of width ``hidden_channels``. Node-level encoders
 (``graph_level = False``) return ``[num_nodes, hidden_channels]`` and are pooled by a readout; graph-level encoders
@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GINEConv
 from torch_geometric.nn.models import AttentiveFP
+
+from molfed.models.registry import encoder_class
 
 
 class GINEEncoder(nn.Module):
@@ -81,10 +83,6 @@ class AttentiveFPEncoder(nn.Module):
         return torch.relu(self.net(x, edge_index, edge_attr, batch))
 
 
-EncoderFactory = Callable[..., nn.Module]
-ENCODERS: dict[str, EncoderFactory] = {"attentivefp": AttentiveFPEncoder, "gine": GINEEncoder}
-
-
 def build_encoder(
     name: str, *, in_channels: int, edge_dim: int, hidden_channels: int, num_layers: int, dropout: float = 0.0
 ) -> nn.Module:
@@ -95,10 +93,7 @@ def build_encoder(
     ValueError
         If ``name`` is not registered; the message lists the choices.
     """
-    try:
-        factory = ENCODERS[name]
-    except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}") from None
+    factory: Callable[..., nn.Module] = encoder_class(name)
     return factory(
         in_channels=in_channels,
         edge_dim=edge_dim,

@@ -6,8 +6,9 @@ names). Outputs are the shared head's columns, then the private head's. Regressi
 standardized units; the model carries target means and standard deviations as buffers, so
 :meth:`MoleculeModel.predict` returns values in the original units and probabilities for classification tasks.
 
-Weight names tell the parts apart: :data:`SHARED_HEAD_PREFIX` (federated, may be absent from a partner's update when
-the partner has no shared task) and :data:`PRIVATE_HEAD_PREFIX` (never leaves the partner); the rest is the trunk.
+Weight names tell the parts apart: :data:`~molfed.models.naming.SHARED_HEAD_PREFIX` (federated, may be absent
+from a partner's update when the partner has no shared task) and :data:`PRIVATE_HEAD_PREFIX` (never leaves the
+partner); the rest is the trunk.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ _POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_po
 
 #: Buffers that are set once for the federation and never averaged.
 FIXED_BUFFERS = ("target_mean", "target_std", "is_classification")
-#: Weight-name prefix of the shared (federated) head.
-SHARED_HEAD_PREFIX = "head."
 #: Weight-name prefix of a partner's private head: these tensors never leave the partner.
 PRIVATE_HEAD_PREFIX = "private_head."
 

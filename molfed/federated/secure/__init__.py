@@ -7,8 +7,6 @@ Partner side: :class:`SecAggPartner`; coordinator side: :func:`check_masked`, :f
 """
 
 from molfed.federated.secure.compat import (
-    INDIVIDUAL_UPDATE_STRATEGIES,
-    SUM_ONLY_STRATEGIES,
     check_strategy_compatible,
     requires_individual_updates,
 )
@@ -19,8 +17,6 @@ from molfed.federated.secure.partner import SecAggPartner, default_threshold
 
 __all__ = [
     "DEFAULT_SCALE",
-    "INDIVIDUAL_UPDATE_STRATEGIES",
-    "SUM_ONLY_STRATEGIES",
     "AdvertisedKeys",
     "EncryptedShare",
     "MaskedUpdate",

@@ -8,12 +8,7 @@ cannot.
 
 from __future__ import annotations
 
-from molfed.federated.capabilities import STRATEGY_NAMES, caps, names_where
-
-SUM_ONLY_STRATEGIES = frozenset(names_where("secure_sum"))
-"""Need only the weighted mean (server optimizers act on the mean delta)."""
-INDIVIDUAL_UPDATE_STRATEGIES = frozenset(STRATEGY_NAMES) - SUM_ONLY_STRATEGIES
-"""Need every partner's update or tensors beside it."""
+from molfed.federated.capabilities import caps, names_where
 
 
 def requires_individual_updates(strategy_name: str) -> bool:
@@ -39,5 +34,5 @@ def check_strategy_compatible(strategy_name: str, secure_aggregation: bool) -> N
     if requires_individual_updates(strategy_name) and secure_aggregation:
         raise ValueError(
             f"strategy {strategy_name!r} needs individual updates and cannot run under secure aggregation; "
-            f"choose from {sorted(SUM_ONLY_STRATEGIES)}"
+            f"choose from {names_where('secure_sum')}"
         )
