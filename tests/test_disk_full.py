@@ -9,6 +9,7 @@ disk is full" wrapped as SQLAlchemy and MLflow wrap it -- raised by a stand-in f
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 import sys
 import types
@@ -38,7 +39,13 @@ def run_config(tmp_path, monkeypatch):
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return path
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield path
+    logging.captureWarnings(False)
+    for handler in [h for h in root.handlers if h not in before]:  # route_logging's file handler
+        root.removeHandler(handler)
+        handler.close()
 
 
 def fake_flow(monkeypatch, exc: BaseException) -> None:
