@@ -11,6 +11,8 @@ If the folder cannot be written (e.g. the disk is full) the records are dropped 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -54,9 +56,19 @@ def open_for_subprocess() -> IO[bytes] | None:
     if path is None:
         return None
     try:
-        return path.open("ab")
+        handle = path.open("ab")
     except OSError:
         return None
+    atexit.register(_remove_if_empty)  # registered before the server's stop, so it runs after it
+    return handle
+
+
+def _remove_if_empty() -> None:
+    """At exit: a log nothing was written to is not left behind."""
+    path = _path
+    with contextlib.suppress(OSError):
+        if path is not None and path.stat().st_size == 0:
+            path.unlink()
 
 
 def route_logging() -> None:
