@@ -142,7 +142,9 @@ def _section(model: type[BaseModel], keys: list[str]) -> str:
     lines += ["", "| key | type | default | bounds | description |", "|---|---|---|---|---|"]
     for name in _own_fields_first(model):
         field = model.model_fields[name]
-        row = (f"`{name}`", _type(field.annotation), _default(field), _bounds(field), _cell(field.description or ""))
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        kind = _type(Literal[tuple(extra["enum"])]) if extra.get("enum") else _type(field.annotation)
+        row = (f"`{name}`", kind, _default(field), _bounds(field), _cell(field.description or ""))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
