@@ -39,15 +39,15 @@ def test_config_lists_exactly_the_registered_strategies():
     assert list(strategy_names()) == ALL
 
 
-def test_every_implementation_declares_its_capabilities_and_the_readme_shows_them():
+def test_every_implementation_declares_its_capabilities_and_the_user_guide_shows_them():
     from pathlib import Path
 
     from molfed.federated.capabilities import capability_table
     from molfed.federated.strategy_base import StrategyCaps
 
     assert all(isinstance(STRATEGIES[n].__dict__.get("caps", STRATEGIES[n].caps), StrategyCaps) for n in ALL)
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert capability_table() in readme, "README's strategy table is stale: paste capability_table() output"
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
+    assert capability_table() in guide, "docs/user-guide.md's strategy table is stale: paste capability_table() output"
 
 
 def test_unknown_strategy_lists_choices():
