@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from molfed import reporting
+from molfed import layout, reporting
 from molfed.config import RunConfig
 from molfed.federated.sampling import sample_size
 from molfed.federated.value import contributions
@@ -78,6 +78,6 @@ def leave_one_out(
     pairwise, overall = contributions(full, without, metric, sizes)
     tracker.log_metrics(run_id, {f"contribution.{k}": v for k, v in overall.items()})
     table = reporting.contributions_markdown(pairwise, overall, metric)
-    tracker.log_json(run_id, {"metric": metric, "pairwise": pairwise, "overall": overall}, "contributions.json")
+    tracker.log_json(run_id, {"metric": metric, "pairwise": pairwise, "overall": overall}, layout.CONTRIBUTIONS)
     tracker.log_text(run_id, table, "contributions.md")
     return table

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.contributions import leave_one_out
-from molfed import plots, progress, reporting
+from molfed import layout, plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
@@ -26,7 +26,7 @@ from molfed.federated.partner import check_local_device, combine_moments
 from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
-from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
+from molfed.tracking import Tracker, resolve_tracking_uri
 from tasks import coordinator as ct
 from tasks import integrity
 from tasks import value as vt
@@ -65,6 +65,8 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         parent_run_id=config.tracking.parent_run_id,
     )
     logger.info("MLflow run %s in experiment %s (%s mode)", run_id, tracker.experiment_id, config.mode)
+    if saved is None:  # resume rebuilds the run from it; site agents fetch it
+        tracker.log_json(run_id, config.model_dump(mode="json"), layout.CONFIG)
     pool = POOLS[config.mode](config, tracker, run_id)
     loop = None
     try:
@@ -79,7 +81,6 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         names = [n for n in names if n in prepared]
         summaries = [prepared[n].summary for n in names]
         if saved is None:
-            tracker.log_json(run_id, config.model_dump(mode="json"), CONFIG_ARTIFACT)
             ct.log_partners(tracker, run_id, config, summaries)
         sizes = {split: {s.name: getattr(s, f"n_{split}") for s in summaries} for split in ("val", "test")}
         overlap_md = vt.log_heterogeneity(tracker, run_id, config, {n: prepared[n].moments for n in names})
@@ -142,7 +143,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         weights = loop.weights
 
         sampled = {row["round"]: row["sampled"].split(", ") for row in loop.history.rows}
-        tracker.log_json(run_id, sampled, "federation/sampled_partners.json")
+        tracker.log_json(run_id, sampled, layout.SAMPLED)
         champion = (
             tracker.champion(config.tracking.registered_model, config.champion.alias)
             if (config.champion.enabled and config.tracking.registered_model)
@@ -195,7 +196,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             full = {n: t[coord.FEDERATED][metric] for n, t in test.items() if metric in t[coord.FEDERATED]}
             loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"], federated_training)
         _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
-        tracker.log_json(run_id, {"metric": metric, "rows": rows}, "results.json")
+        tracker.log_json(run_id, {"metric": metric, "rows": rows}, layout.RESULTS)
         ct.publish_report(
             rows, metric, kinds, loop.history.rows, summaries, tracker.run_link(run_id), decision, value_md
         )

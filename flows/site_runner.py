@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from molfed import layout
 from molfed.config import RunConfig, SiteConfig, site_run_config
 from molfed.federated import jobs, keys
 from molfed.federated.partner import PartnerData
@@ -24,11 +25,10 @@ from molfed.models.model import ModelSpec
 from molfed.site.jobs import Job, PartnerJob, SecAggJob
 from molfed.site.policy import EpsilonLedger, check_federation
 from molfed.site.requests import RequestRefused, Verified, check_binding, json_digest
-from molfed.site_artifacts import reply_path, upload_json
+from molfed.site_artifacts import upload_json
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
 from tasks import integrity
 from tasks.partner import finish_from_config, load_partner, local_only_from_config, round_from_config
-from tasks.sites import update_path
 
 
 class WarmSite:
@@ -62,7 +62,9 @@ class WarmSite:
         """
         if isinstance(job, SecAggJob):
             reply = self._secagg(job)
-            upload_json(self.tracker.tracking_uri, job.site_run_id, reply_path(job.action, job.server_round), reply)
+            upload_json(
+                self.tracker.tracking_uri, job.site_run_id, layout.site_reply(job.action, job.server_round), reply
+            )
             return
         federation, digest = self._federation(job, request)
         config = site_run_config(federation, self.site)
@@ -77,7 +79,7 @@ class WarmSite:
             reply = self._round(job, request, federation, config, data)
         else:
             reply = self._finish(job, request, config, data)
-        self.tracker.log_json(job.site_run_id, reply, reply_path(job.action, job.server_round))
+        self.tracker.log_json(job.site_run_id, reply, layout.site_reply(job.action, job.server_round))
 
     def _signed_json(self, job: PartnerJob, request: Verified, path: str, name: str) -> Any:
         """The JSON artifact ``path`` of the federation run, checked against the digest the request bound ``name``
@@ -93,7 +95,7 @@ class WarmSite:
         return obj
 
     def _federation(self, job: PartnerJob, request: Verified) -> tuple[RunConfig, str]:
-        raw = self._signed_json(job, request, "federation/config.json", "config")
+        raw = self._signed_json(job, request, layout.CONFIG, "config")
         digest = request.bindings["config"]
         try:
             federation = RunConfig.model_validate(raw)
@@ -103,11 +105,11 @@ class WarmSite:
         return federation, digest
 
     def _plan(self, job: PartnerJob, request: Verified) -> tuple[ModelSpec, dict]:
-        plan = self._signed_json(job, request, "federation/plan.json", "plan")
+        plan = self._signed_json(job, request, layout.PLAN, "plan")
         return ModelSpec.from_dict(plan["spec"]), plan["scaling"]
 
     def _weights(self, job: PartnerJob, request: Verified, server_round: int, name: str) -> dict:
-        weights = self.tracker.download_weights(job.parent_run_id, f"global_model/round_{server_round:04d}.pt")
+        weights = self.tracker.download_weights(job.parent_run_id, layout.global_weights(server_round))
         check_binding(request.bindings, name, weights_digest(weights))
         return weights
 
@@ -133,7 +135,7 @@ class WarmSite:
             out, advert = integrity.hold_at_site(federation, config, out, **at)
         else:
             out = integrity.seal(config, job.partner, out, **at)
-            self.tracker.log_weights(job.site_run_id, out.update.weights, update_path(job.server_round))
+            self.tracker.log_weights(job.site_run_id, out.update.weights, layout.site_update(job.server_round))
         return {
             "n_samples": out.update.n_samples,
             "metrics": dict(out.update.metrics),

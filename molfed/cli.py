@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "site-worker":
             raise MolfedError(
                 "site-worker is gone: a Prefect worker runs whatever a deployment names; start "
-                f"`molfed site-agent {args.site_config}` instead (see the README's sites walk-through)"
+                f"`molfed site-agent {args.site_config}` instead (see docs/operations.md, two-site walk-through)"
             )
         if args.command == "validate":
             return _validate(args.config, args.overrides)
@@ -224,7 +224,8 @@ def _resume(run_id: str, tracking_uri: str | None, verbose: bool) -> int:
     """Rebuild the run's config from its MLflow artifact and continue the run from its last checkpoint."""
     prefect_environment(verbose)
     from molfed.config import parse_config
-    from molfed.tracking import CONFIG_ARTIFACT, Tracker, resolve_tracking_uri
+    from molfed.layout import CONFIG as CONFIG_ARTIFACT
+    from molfed.tracking import Tracker, resolve_tracking_uri
 
     if not verbose:  # after mlflow's import, which configures its own loggers
         logging.getLogger("mlflow").setLevel(logging.ERROR)

@@ -22,11 +22,6 @@ _TIMEOUT_S = 120
 _RETRIES = 7
 
 
-def reply_path(action: str, server_round: int = 0) -> str:
-    """Where a site job's JSON reply goes in the partner's ``site-<name>`` run."""
-    return f"replies/{action}-{server_round:04d}.json"
-
-
 def upload_json(tracking_uri: str, run_id: str, artifact_file: str, obj: Any) -> None:
     """Write ``obj`` as JSON to ``artifact_file`` in run ``run_id``'s artifacts (as ``Tracker.log_json``)."""
     body = json.dumps(obj).encode()

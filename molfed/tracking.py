@@ -30,6 +30,7 @@ from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from molfed import layout
 from molfed.chem.featurize import ATOM_DIM, BOND_DIM
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import ModelConfig
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_TAG = "molfed.checkpoint.round"
 """Run tag naming the last round whose checkpoint is complete (set after the artifact is stored: the commit)."""
-CONFIG_ARTIFACT = "federation/config.json"
-"""The run's validated config (names, paths, settings; no data), from which ``molfed resume`` rebuilds it."""
 
 #: The model's input example: two drug-like molecules drawn by hand for molfed, not taken from any library.
 #: (Well-known drugs will not do: FreeSolv itself contains aspirin and caffeine, and a leak audit rightly flags a
@@ -235,11 +234,12 @@ class Tracker:
         return len(doomed)
 
     def log_checkpoint(self, run_id: str, data: bytes, server_round: int) -> None:
-        """Store a checkpoint as ``checkpoint/round_<r>.npz``, then commit it by setting :data:`CHECKPOINT_TAG`."""
+        """Store a checkpoint (:func:`molfed.layout.checkpoint`), then commit it by setting :data:`CHECKPOINT_TAG`."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"round_{server_round:04d}.npz"
+            path = Path(tmp) / layout.checkpoint(server_round)
+            path.parent.mkdir(parents=True)
             path.write_bytes(data)
-            self.client.log_artifact(run_id, str(path), "checkpoint")
+            self.client.log_artifacts(run_id, tmp)
         self.client.set_tag(run_id, CHECKPOINT_TAG, str(server_round))
 
     def log_round(
@@ -250,14 +250,18 @@ class Tracker:
         weights: Weights,
         checkpoint: bytes,
     ) -> None:
-        """A completed round in two store calls: the global weights (``global_model/round_<r>.pt``) and the
-        checkpoint (``checkpoint/round_<r>.npz``) as artifacts, then the round's metrics (by step) together with
+        """A completed round in two store calls: the global weights (:func:`molfed.layout.global_weights`) and the
+        checkpoint (:func:`molfed.layout.checkpoint`) as artifacts, then the round's metrics (by step) together with
         the commit tag :data:`CHECKPOINT_TAG` in one batch. Metrics already logged (a resumed run) are skipped."""
         with tempfile.TemporaryDirectory() as tmp:
-            for folder in ("global_model", "checkpoint"):
-                (Path(tmp) / folder).mkdir()
-            save_weights(weights, str(Path(tmp) / "global_model" / f"round_{server_round:04d}.pt"))
-            (Path(tmp) / "checkpoint" / f"round_{server_round:04d}.npz").write_bytes(checkpoint)
+            weights_path, checkpoint_path = (
+                Path(tmp, layout.global_weights(server_round)),
+                Path(tmp, layout.checkpoint(server_round)),
+            )
+            for path in (weights_path, checkpoint_path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            save_weights(weights, str(weights_path))
+            checkpoint_path.write_bytes(checkpoint)
             self.client.log_artifacts(run_id, tmp)
         items = self._metric_items(run_id, metrics)
         chunks = [items[i : i + 500] for i in range(0, len(items), 500)] or [[]]
@@ -271,7 +275,7 @@ class Tracker:
         if committed is None:
             return None
         with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(run_id, f"checkpoint/round_{int(committed):04d}.npz", tmp)
+            local = self.client.download_artifacts(run_id, layout.checkpoint(int(committed)), tmp)
             return Path(local).read_bytes()
 
     def log_partner_dataset(self, run_id: str, partner: str, digest: str, counts: Mapping[str, int]) -> None:

@@ -23,6 +23,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelled
 
+from molfed import layout
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import jobs
@@ -31,7 +32,6 @@ from molfed.federated.types import Failure, Update, Weights
 from molfed.federated.weights import weights_digest
 from molfed.models.model import ModelSpec
 from molfed.site.requests import RequestSigner, json_digest
-from molfed.site_artifacts import reply_path
 from molfed.tracking import Tracker
 
 POLL_S = 0.2
@@ -59,10 +59,6 @@ def active(run_id: str) -> SitePartners:
         return _ACTIVE[run_id]
     except KeyError:
         raise RuntimeError(f"no sites partner pool is open for run {run_id!r}") from None
-
-
-def update_path(server_round: int) -> str:
-    return f"replies/update-{server_round:04d}.pt"
 
 
 def _create_job(deployment: str, job: Mapping[str, Any], name: str) -> Any:
@@ -136,8 +132,8 @@ class SitePartners:
         self.adverts: dict[int, dict[str, dict[str, Any]]] = {}
         """Per round, each partner's round keys (JSON) from its round job under secure aggregation."""
         _ACTIVE[run_id] = self
-        published = config.model_dump(mode="json")
-        tracker.log_json(run_id, published, "federation/config.json")
+        # the flow logged the config (layout.CONFIG) when the run started; sites fetch it and check this digest
+        published = tracker.download_json(run_id, layout.CONFIG)
         self.bindings: dict[str, str] = {"config": json_digest(published)}
         """Digests of what jobs fetch from the federation run, signed into every request that fetches them."""
 
@@ -228,7 +224,7 @@ class SitePartners:
             elif not states[n].is_completed():
                 failures.append(Failure(n, f"{action} job {states[n].type.value.lower()}: {states[n].message or ''}"))
             else:
-                replies[n] = self.tracker.download_json(self.site_runs[n], reply_path(action, server_round))
+                replies[n] = self.tracker.download_json(self.site_runs[n], layout.site_reply(action, server_round))
         return replies, failures
 
     def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
@@ -242,8 +238,8 @@ class SitePartners:
     def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
         """The plan every partner follows (model spec, target scaling) and the round-0 global weights."""
         plan = {"spec": spec.to_dict(), "scaling": dict(scaling)}
-        self.tracker.log_json(self.run_id, plan, "federation/plan.json")
-        self.tracker.log_weights(self.run_id, weights, "global_model/round_0000.pt")
+        self.tracker.log_json(self.run_id, plan, layout.PLAN)
+        self.tracker.log_weights(self.run_id, weights, layout.global_weights(0))
         self.bindings.update(plan=json_digest(plan), init=weights_digest(weights))
 
     def round(
@@ -273,7 +269,7 @@ class SitePartners:
         for n, r in replies.items():
             update = SignedUpdate(
                 n,
-                self.tracker.download_weights(self.site_runs[n], update_path(server_round)),
+                self.tracker.download_weights(self.site_runs[n], layout.site_update(server_round)),
                 int(r["n_samples"]),
                 r["metrics"],
                 signature=signature_from_json(r.get("signature")),

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import task
 
-from molfed import plots, reporting
+from molfed import layout, plots, reporting
 from molfed.config import RunConfig
 from molfed.data.cache import featurize_library
 from molfed.federated import overlap, value
@@ -53,7 +53,7 @@ def log_heterogeneity(
         shared = overlap.overlap({n: f.result() for n, f in futures.items()})
         stats.update(overlap.overlap_metrics(shared))
     tracker.log_metrics(run_id, stats)
-    tracker.log_json(run_id, stats, "heterogeneity.json")
+    tracker.log_json(run_id, stats, layout.HETEROGENEITY)
     return reporting.overlap_markdown(shared)
 
 
@@ -74,7 +74,7 @@ def report_value(
     data URI (the Prefect UI renders those; it cannot reach MLflow's local artifact files) and names its MLflow path.
     """
     fair = value.fairness(test, metric, kinds)
-    tracker.log_json(run_id, fair, "fairness.json")
+    tracker.log_json(run_id, fair, layout.FAIRNESS)
     fig = plots.value_bars(rows, metric, kinds)
     tracker.log_figure(run_id, fig, CHART)
     image = plots.png_data_uri(fig)

@@ -20,6 +20,7 @@ _BOOT = str(Path(__file__).resolve().parent / "_boot")
 _PREFECT_HOME = tempfile.mkdtemp(prefix="molfed-test-prefect-")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_BOOT, os.environ.get("PYTHONPATH")) if p)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("MOLFED_LOG_DIR", tempfile.mkdtemp(prefix="molfed-test-logs-"))  # not ./molfed-logs
 seed_prefect_database(Path(_PREFECT_HOME))
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILES_PATH", None)

@@ -40,7 +40,7 @@ def names_where(flag: str) -> list[str]:
 
 
 def capability_table() -> str:
-    """A Markdown table of every strategy's capabilities (for the docs; a test keeps the README's copy current)."""
+    """A Markdown table of every strategy's capabilities (a test keeps docs/user-guide.md's copy current)."""
     flags = ("secure_sum", "client_dp", "sample_dp", "sites", "robust")
     rows = ["| strategy | " + " | ".join(f.replace("_", " ") for f in flags) + " |", "|---" * (len(flags) + 1) + "|"]
     for name in strategy_names():

@@ -1,6 +1,6 @@
 """Which partners a round asks to train, and how many successful updates the round then needs.
 
-Policy (documented in the README):
+Policy (documented in docs/user-guide.md):
 
 * A round asks ``k = min(n, max(ceil(fraction_fit * n), min_fit_partners))`` of the ``n`` ready partners, drawn
   without replacement with a seed derived from the run's seed and the round number alone, so the same config
