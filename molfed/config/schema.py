@@ -1,0 +1,438 @@
+"""The run config's schema: one pydantic model per section, field bounds and per-field checks. Rules across keys are in
+:mod:`molfed.config.rules`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from molfed.config.base import Name, _Model
+from molfed.config.rules import check_run
+from molfed.federated.capabilities import strategy_names
+from molfed.models.registry import encoder_names
+
+
+class TaskSpec(_Model):
+    """One prediction target shared by the federation."""
+
+    name: Name = Field(
+        description="Task name; also the default label column in every partner library (letters, digits, _ -)."
+    )
+
+    type: Literal["regression", "classification"] = Field(
+        "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
+    )
+
+
+class PrivateTaskSpec(_Model):
+    """A task only this partner has (MELLODDY-style): trained by the partner's private head, which never leaves the
+    partner's workspace. Its labels and target scaling stay with the partner."""
+
+    name: Name = Field(description="Task name, unique within this partner (letters, digits, _ -).")
+    type: Literal["regression", "classification"] = Field(
+        "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
+    )
+    column: str | None = Field(None, description="Column holding the labels; defaults to the task name.")
+
+    @property
+    def label_column(self) -> str:
+        return self.column if self.column is not None else self.name
+
+
+_DASK_ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class DaskConfig(_Model):
+    """Fan a partner's featurization out over a Dask cluster (Prefect's DaskTaskRunner), chunk by chunk.
+
+    Only paths, row ranges, counts and digests travel to and from the workers; the workers read the library file
+    and write their parts in the partner's workspace, so both must be reachable from every worker."""
+
+    address: str | None = Field(
+        None,
+        max_length=200,
+        description="Scheduler address of an existing cluster (e.g. tcp://10.0.0.5:8786); null starts a local "
+        "cluster of n_workers processes for this partner's featurization and closes it afterwards.",
+    )
+    n_workers: int = Field(
+        2, ge=1, le=256, description="Worker processes of the local cluster (only when address is null)."
+    )
+    chunk_size: int = Field(
+        50_000, ge=10, le=10_000_000, description="Library rows per Dask task (one part file per chunk)."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None and not _DASK_ADDRESS.match(value):
+            raise ValueError(f"got {value!r}, expected a scheduler address such as 'tcp://host:8786'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> DaskConfig:
+        if self.address is not None and "n_workers" in self.model_fields_set:
+            raise ValueError("n_workers sizes a local cluster only; drop it when address is set")
+        return self
+
+
+class _PrivateTasks(_Model):
+    """Fields a partner sets about its own tasks (in its run-config entry, or in its site config in sites mode)."""
+
+    shared_tasks: list[str] | None = Field(
+        None,
+        description="Top-level (shared) tasks this library has labels for; default all. [] for a partner with "
+        "private tasks only: its updates then carry trunk weights only.",
+    )
+    private_tasks: list[PrivateTaskSpec] = Field(
+        default_factory=list, description="Tasks only this partner has, learnt by a head that never leaves it."
+    )
+    report_private_metrics: bool = Field(
+        True,
+        description="Report validation/test metrics of private tasks to the federation run (metric names carry "
+        "the private task names); false keeps even the names in the partner's workspace.",
+    )
+    export_tracking_uri: str | None = Field(
+        None,
+        description="Partner's own MLflow tracking URI to log its final model (trunk + private head) to, besides "
+        "<workspace>/models/<run_id>/; never the federation's.",
+    )
+
+    @property
+    def declares_tasks(self) -> bool:
+        """Whether any of these fields differs from its default."""
+        return bool(
+            self.shared_tasks is not None
+            or self.private_tasks
+            or not self.report_private_metrics
+            or self.export_tracking_uri
+        )
+
+    def _check_private_tasks(self, where: str) -> None:
+        names = [t.name for t in self.private_tasks]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                raise ValueError(f"{where}private_tasks.{j}.name: duplicate private task {name!r}")
+
+
+class PartnerConfig(_PrivateTasks):
+    """Where one partner's library lives. Only the name and paths ever leave the partner."""
+
+    name: Name = Field(description="Partner name, used in metric names and logs (letters, digits, _ -).")
+    path: Path | None = Field(
+        None, description="Library file (.csv, .csv.gz, .tsv, .sdf, .parquet); local mode only, omit in sites mode."
+    )
+    smiles_column: str = Field("smiles", description="Column holding SMILES (ignored for SDF files).")
+    label_columns: dict[str, str] = Field(
+        default_factory=dict, description="Task name -> column in this library; defaults to the task name."
+    )
+    workspace: Path | None = Field(
+        None,
+        description="Partner-private directory for caches, splits and rejects (default: workspaces/<name>).",
+    )
+    dask: DaskConfig | None = Field(
+        None, description="Featurize this partner's library over a Dask cluster (null: in this process / data.workers)."
+    )
+    tracking_user: str | None = Field(
+        None,
+        description="Sites mode: the partner's own MLflow user (basic-auth app). The coordinator gives it READ on "
+        "the federation's experiment and registered model and EDIT on the partner's experiment "
+        "'<experiment>.site-<name>' only; it gets nothing on other partners' experiments.",
+        max_length=256,
+    )
+
+    def column_for(self, task: str) -> str:
+        """Return the library column holding ``task``'s labels."""
+        return self.label_columns.get(task, task)
+
+    def has_shared(self, task: str) -> bool:
+        """Whether this library has labels for shared ``task``."""
+        return self.shared_tasks is None or task in self.shared_tasks
+
+
+class StandardizeConfig(_Model):
+    largest_fragment: bool = Field(True, description="Keep the largest organic fragment (strip salts, solvents).")
+    neutralize: bool = Field(True, description="Neutralize charges where a neutral form exists.")
+    canonical_tautomer: bool = Field(False, description="Replace each molecule by RDKit's canonical tautomer.")
+
+
+class DataConfig(_Model):
+    standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
+    duplicates: Literal["merge", "keep_first", "reject"] = Field(
+        "merge",
+        description="Duplicates (same InChIKey) within a partner: average labels, keep first, or reject.",
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Per-partner scaffold split: train, validation, test fractions."
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Processes per partner for featurizing a library (parse, standardize, graphs); same result "
+        "for any value. Worth it from a few thousand molecules on.",
+    )
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _check_fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
+            raise ValueError(f"got {list(value)}, expected three non-negative fractions summing to 1, train > 0")
+        return value
+
+
+class ModelConfig(_Model):
+    encoder: str = Field(
+        "gine",
+        description=f"GNN encoder, one of {list(encoder_names())}.",
+        json_schema_extra={"enum": list(encoder_names())},  # a dropdown in Prefect's form
+    )
+    hidden_channels: int = Field(64, ge=4, le=2048, description="Width of node and graph embeddings.")
+    num_layers: int = Field(3, ge=1, le=12, description="Message-passing layers.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the encoder and head.")
+    readout: Literal["mean", "sum", "max"] = Field("mean", description="Graph pooling (GINE only).")
+    head_layers: int = Field(2, ge=1, le=6, description="Layers of the MLP head.")
+
+    @field_validator("encoder")
+    @classmethod
+    def _check_encoder(cls, value: str) -> str:
+        if value not in encoder_names():  # the live registry: an encoder registered after import counts
+            raise ValueError(f"unknown encoder {value!r}; choose from {list(encoder_names())}")
+        return value
+
+
+class TrainConfig(_Model):
+    epochs: int = Field(2, ge=1, le=10_000, description="Local epochs per round (and per baseline round).")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Mini-batch size in molecules.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Local optimizer.")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Local learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay.")
+
+
+class FederationConfig(_Model):
+    rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
+    strategy: str = Field(
+        "fedavg",
+        description=f"Aggregation strategy, one of {list(strategy_names())}.",
+        json_schema_extra={"enum": list(strategy_names())},  # a dropdown in Prefect's form
+    )
+    strategy_options: dict[str, float] = Field(
+        default_factory=dict,
+        description="Strategy hyperparameters by name, e.g. {proximal_mu: 0.01} for fedprox, {server_lr: 0.01} "
+        "for fedadam, {byzantine: 1} for krum; unknown names are rejected when the strategy is built.",
+    )
+    min_partners: int | None = Field(
+        None,
+        ge=1,
+        description="Quorum: fewest successful partners a round needs, out of those sampled that round "
+        "(default: all sampled partners); also the fewest partners that must be ready to start.",
+    )
+    fraction_fit: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of ready partners asked to train each round (seeded draw per round; 1 = all).",
+    )
+    min_fit_partners: int = Field(
+        1, ge=1, description="Fewest partners asked per round, whatever fraction_fit gives (capped at all partners)."
+    )
+    partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+    task_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Local mode: seconds one attempt of a partner's round or final task may run before it fails "
+        "(then it is retried); off by default. It interrupts Python code, not one long blocking call.",
+    )
+    round_timeout_s: float = Field(
+        900.0, gt=0, description="Sites mode: seconds to wait for a partner's job before counting it as failed."
+    )
+    offline_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Sites mode: a job still unclaimed after this many seconds fails at once when no worker of the "
+        "partner's pool is online (instead of waiting out round_timeout_s).",
+    )
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, value: str) -> str:
+        if value not in strategy_names():  # the live registry: a strategy registered after import counts
+            raise ValueError(f"unknown strategy {value!r}; choose from {list(strategy_names())}")
+        return value
+
+
+class BaselineConfig(_Model):
+    local_only: bool = Field(True, description="Train one model per partner on its own data, same budget.")
+    pooled: bool = Field(True, description="Train one model on the union of partners (simulation only).")
+    contributions: bool = Field(
+        False,
+        description="Leave-one-partner-out contribution estimate: one extra federation per partner without it "
+        "(same seed and budget; costs one federation per partner).",
+    )
+
+
+class TrackingConfig(_Model):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite under ./mlruns."
+    )
+    experiment: str = Field("molfed", description="MLflow experiment name.")
+    registered_model: str | None = Field("molfed-model", description="Registry name for the final model.")
+    parent_run_id: str | None = Field(
+        None,
+        description="Internal: MLflow run to nest this federation under (set by the leave-one-partner-out "
+        "estimate for its extra federations, which then log no model); leave unset.",
+        json_schema_extra={"readOnly": True},
+    )
+
+
+class ScheduleConfig(_Model):
+    cron: str = Field("0 3 * * 1", description="Cron expression for scheduled retraining (default Monday 03:00).")
+    timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
+    active: bool = Field(False, description="Whether the schedule is active once deployed.")
+
+
+class ChampionConfig(_Model):
+    enabled: bool = Field(True, description="Compare the new model with the registry's champion and promote it.")
+    alias: str = Field("champion", description="Registry alias of the production model.")
+    metric: str = Field("rmse", description="Validation metric of the comparison (e.g. rmse, mae, r2, roc_auc).")
+    min_improvement: float = Field(
+        0.0, ge=0.0, description="Relative improvement required to promote, e.g. 0.02 = 2 % better."
+    )
+
+
+class PrivacyConfig(_Model):
+    """Differential privacy of the federation (see :mod:`molfed.privacy`)."""
+
+    mode: Literal["off", "sample", "client"] = Field(
+        "off",
+        description="off; sample: DP-SGD at every partner, each molecule a sample (per-molecule gradient clipping "
+        "+ noise); client: each partner's whole update clipped, noise added at aggregation.",
+    )
+    noise_multiplier: float = Field(
+        1.0, gt=0.0, le=1000.0, description="Gaussian noise standard deviation as a multiple of max_grad_norm."
+    )
+    max_grad_norm: float = Field(
+        1.0,
+        gt=0.0,
+        le=1e6,
+        description="L2 bound: of each molecule's gradient (sample) or of each partner's update delta (client).",
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=0.1, description="Target delta of the reported epsilon.")
+    epsilon_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="Largest epsilon allowed (per partner at sample level); the run refuses a round that would "
+        "exceed it. None: no limit (epsilon is still logged).",
+    )
+    noise_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Reproducible noise for experiments only (anyone with the config can regenerate it); "
+        "None draws noise from the operating system, so DP runs are then not bitwise repeatable.",
+    )
+
+
+class IntegrityConfig(_Model):
+    """Integrity of updates: signatures and screening before aggregation (see molfed/federated/integrity.py)."""
+
+    signing: bool = Field(
+        False,
+        description="Partners sign each update (Ed25519) over run id, round, partner name and a weights digest; the "
+        "coordinator rejects unsigned, forged, replayed or altered updates.",
+    )
+    public_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Partner name -> Ed25519 public key (base64 of 32 raw bytes, or PEM) as printed by "
+        "`molfed keygen`. Required for every partner in sites mode; in local mode (simulation) a missing key is "
+        "generated in the partner's workspace and read from there.",
+    )
+    coordinator_key: Path | None = Field(
+        None,
+        description="Sites mode: the coordinator's Ed25519 private key (PEM file, from `molfed keygen "
+        "--coordinator-key FILE`) that signs every job request; sites act only on requests signed by a key in their "
+        "own trusted_coordinators. Relative paths resolve against the config file's folder.",
+    )
+    max_delta_norm: float | None = Field(
+        None, gt=0.0, le=1e12, description="Reject an update whose L2 distance to the global weights exceeds this."
+    )
+    max_norm_ratio: float | None = Field(
+        None,
+        ge=1.0,
+        le=1e6,
+        description="Reject an update whose delta is longer than this multiple of the round's median delta (e.g. 3).",
+    )
+    min_cosine: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Reject an update whose delta has cosine below this with the round's coordinate-wise median "
+        "delta (e.g. 0.0 rejects sign-flipped updates).",
+    )
+    min_reference: int = Field(
+        3, ge=2, le=10_000, description="Fewest updates for the relative and direction checks to run (honest majority)."
+    )
+
+    @property
+    def screens(self) -> bool:
+        """Whether any delta screen is configured."""
+        return any(v is not None for v in (self.max_delta_norm, self.max_norm_ratio, self.min_cosine))
+
+
+class SecureAggregationConfig(_Model):
+    """Pairwise-masked secure aggregation: the coordinator sees only masked vectors and their sum."""
+
+    enabled: bool = Field(False, description="Mask updates so that only their weighted sum is revealed.")
+    threshold: int | None = Field(
+        None,
+        ge=2,
+        le=10_000,
+        description="Partners needed to unmask a round (Shamir threshold); default a strict majority. Up to "
+        "partners - threshold may drop out after sharing keys.",
+    )
+    scale_bits: int = Field(
+        16, ge=4, le=32, description="Fixed-point fractional bits: the mean is exact to about 2^-(bits+1)."
+    )
+
+
+class RunConfig(_Model):
+    """A whole federation: partners, tasks, model, training, strategy and tracking."""
+
+    name: str = Field("federation", description="Run name shown in MLflow and Prefect.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for splits, initial weights and data order.")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto picks CUDA when available.")
+    mode: Literal["local", "sites"] = Field(
+        "local",
+        description="local: every partner in this process (simulation, demo). sites: each partner runs its own "
+        "site agent (molfed site-agent) on pool 'partner-<name>' with its own site config; this config names "
+        "partners only.",
+    )
+    tasks: list[TaskSpec] = Field(min_length=1, description="Prediction targets.")
+    partners: list[PartnerConfig] = Field(min_length=1, description="Partners taking part.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    champion: ChampionConfig = Field(default_factory=ChampionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    schedule: ScheduleConfig | None = Field(None, description="Retraining schedule of the deployment (off if absent).")
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> RunConfig:
+        check_run(self)  # the rules across keys: molfed.config.rules
+        return self
+
+    @property
+    def quorum(self) -> int:
+        """Fewest successful partners a round needs."""
+        return self.federation.min_partners or len(self.partners)
+
+    def workspace_for(self, partner: PartnerConfig) -> Path:
+        return partner.workspace if partner.workspace is not None else Path("workspaces") / partner.name
