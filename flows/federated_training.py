@@ -136,6 +136,8 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
             ),
             min_partners=fed.min_partners,
             logger=logger,
+            select=fed.selection == "best_val",
+            patience=fed.patience,
         )
         loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)
@@ -154,7 +156,16 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
         loop.check_quorum("finish", list(final), failures)
         names = [n for n in names if n in final]
-        loop.record_val(config.federation.rounds, {n: final[n].val for n in names})
+        loop.record_val(loop.done, {n: final[n].val for n in names})
+        chosen, chosen_weights = loop.selected()
+        if chosen != loop.done:  # an earlier round validated better: test, report and register that model
+            weights = chosen_weights
+            final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
+            loop.check_quorum("finish", list(final), failures)
+            names = [n for n in names if n in final]
+        tracker.log_metrics(run_id, {"selected_round": chosen, "rounds_run": loop.done})
+        tracker.set_tags(run_id, {"molfed.selection": loop.best.describe(metric, chosen, loop.done, fed.rounds)})
+        logger.info("kept the global model of round %d of %d (%s)", chosen, loop.done, fed.selection)
         tracker.log_metrics(run_id, coord.split_metrics("test", {n: final[n].test for n in names}, sizes["test"]))
         tracker.log_metrics(run_id, private_metrics(final))  # partners that allow it; aggregates only
         test = {n: {coord.FEDERATED: final[n].test} for n in names}
@@ -162,7 +173,8 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         if config.baselines.local_only:
             local = pool.local_only(spec, init, scaling)
             local_history = {n: curve for n, (_, curve) in local.items()}
-            per_round = [{n: local_history[n][i] for n in names} for i in range(config.federation.rounds)]
+            steps = max((len(h) for h in local_history.values()), default=0)  # shorter where a baseline stopped early
+            per_round = [{n: local_history[n][i] for n in names if i < len(local_history[n])} for i in range(steps)]
             ct.log_baseline(
                 tracker,
                 run_id,

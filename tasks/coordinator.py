@@ -20,7 +20,7 @@ from molfed.federated.types import Failure, Update, Weights
 from molfed.models.model import ModelSpec
 from molfed.tracking import ChampionModel, Tracker
 from tasks._options import PRIVATE
-from tasks.partner import partner_data, standardize_options, train_settings
+from tasks.partner import partner_data, selection, standardize_options, train_settings
 
 
 @task(name="aggregate", task_run_name="aggregate-round-{server_round}", persist_result=False)
@@ -50,6 +50,7 @@ def pooled(
         rounds=config.federation.rounds,
         seed=p.derive_seed(config.seed, "pooled"),
         device=config.device,
+        **selection(config),
     )
 
 

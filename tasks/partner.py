@@ -18,6 +18,7 @@ from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
 from molfed.federated import baselines, faults, jobs
 from molfed.federated import partner as p
+from molfed.federated.coordinator import primary_metric
 from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
@@ -97,7 +98,16 @@ def local_only_from_config(
         rounds=config.federation.rounds,
         seed=p.derive_seed(config.seed, "local-only", data.name),
         device=config.device,
+        **selection(config),
     )
+
+
+def selection(config: RunConfig) -> dict[str, Any]:
+    """The federation's model selection as baseline arguments (the baselines select the way the run does)."""
+    fed = config.federation
+    if fed.selection != "best_val":
+        return {"select": None, "patience": None}
+    return {"select": primary_metric([t.type for t in config.tasks]), "patience": fed.patience}
 
 
 def partner_config(config: RunConfig, name: str) -> PartnerConfig:

@@ -238,6 +238,19 @@ class FederationConfig(_Model):
     min_fit_partners: int = Field(
         1, ge=1, description="Fewest partners asked per round, whatever fraction_fit gives (capped at all partners)."
     )
+    selection: Literal["best_val", "last"] = Field(
+        "best_val",
+        description="Which round's global model the run tests, reports and registers. best_val: the round with the "
+        "best validation value of the headline metric (RMSE; ROC-AUC when every task is a classification) over all "
+        "partners' validation splits; last: the last round. The baselines select the same way.",
+    )
+    patience: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="With selection best_val: stop after this many rounds without a better validation value "
+        "(early stopping; the baselines stop the same way). Off by default.",
+    )
     partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
     task_timeout_s: float | None = Field(
         None,

@@ -20,8 +20,11 @@ transport does underneath is its own detail.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+import numpy as np
 
 from molfed import progress
 from molfed.errors import MolfedError
@@ -32,6 +35,7 @@ from molfed.federated.sampling import round_quorum
 from molfed.federated.strategies import Strategy
 from molfed.federated.types import Failure, QuorumError, Weights
 from molfed.models.model import ModelSpec
+from molfed.train.metrics import higher_is_better
 
 BASELINE_KINDS = (coord.LOCAL_ONLY, coord.POOLED)
 """Child runs of a federation redone (deleted first) when it resumes."""
@@ -123,6 +127,41 @@ def reopen(log: RunLog, run_id: str) -> bytes:
     return saved
 
 
+class Best:
+    """The best validated round so far (model selection across rounds) and the early-stopping rule."""
+
+    def __init__(self, higher: bool, select: bool, patience: int | None):
+        self.higher, self.select, self.patience = higher, select, patience
+        self.round, self.value = 0, float("nan")
+        self.weights: Weights = {}
+
+    def observe(self, server_round: int, value: float | None, weights: Weights) -> None:
+        """Validation ``value`` of round ``server_round``'s global ``weights`` (None or NaN: not comparable)."""
+        if not self.select or value is None or not math.isfinite(value):
+            return
+        if self.round == 0 or (value > self.value if self.higher else value < self.value):
+            self.round, self.value = server_round, float(value)
+            self.weights = {n: np.array(a, dtype=np.float32, copy=True) for n, a in weights.items()}
+
+    def exhausted(self, validated: int) -> bool:
+        """Whether ``patience`` rounds passed since the best, with round ``validated`` the last one validated."""
+        return bool(self.select and self.patience and self.round > 0 and validated - self.round >= self.patience)
+
+    def describe(self, metric: str, chosen: int, rounds_run: int, planned: int) -> str:
+        """Why round ``chosen`` was kept, for the run's tag ``molfed.selection``."""
+        if not self.select or self.round == 0:
+            return f"last round ({chosen} of {rounds_run})"
+        stop = f"; stopped early (patience {self.patience} of {planned} rounds)" if rounds_run < planned else ""
+        return f"best validation {metric} {self.value:.4g} at round {chosen} of {rounds_run}{stop}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "value": self.value, "weights": self.weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.round, self.value = int(state["round"]), float(state["value"])
+        self.weights = {n: np.asarray(a, dtype=np.float32) for n, a in state["weights"].items()}
+
+
 class RoundLoop:
     """Global weights, strategy state and history of one federation, checkpointed after every round."""
 
@@ -142,6 +181,8 @@ class RoundLoop:
         sample: Callable[[int], list[str]] | None = None,
         min_partners: int | None = None,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        select: bool = False,
+        patience: int | None = None,
     ):
         self.log, self.run_id, self.strategy = log, run_id, strategy
         self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
@@ -154,6 +195,9 @@ class RoundLoop:
         self.weights: Weights = {}
         self.done = -1
         """Last completed round whose checkpoint is committed (0: the initial state; -1: none yet)."""
+        self.best = Best(higher_is_better(metric), select, patience)
+        """Model selection across rounds (checkpointed): the round with the best validation ``metric``."""
+        self.sections.add("selection", self.best.state_dict, self.best.load_state_dict)
 
     def start(self, init: Weights, saved: bytes | None) -> None:
         """Begin at round 1 from ``init`` (checkpoint 0 is committed), or continue from a saved checkpoint.
@@ -210,7 +254,15 @@ class RoundLoop:
         self.history.val.append({n: per_partner.get(n, {}) for n in self.names})  # {}: no report
         values = coord.split_metrics("val", per_partner, self.sizes["val"])
         self.history.rows[step - 1][f"val_{self.metric}"] = values.get(f"val_{self.metric}")
+        self.best.observe(step, values.get(f"val_{self.metric}"), self.weights)  # self.weights: round step's
         return values
+
+    def selected(self) -> tuple[int, Weights]:
+        """The round whose global model the run keeps, and its weights: the best validated round (``select``), else
+        the last completed one. Call after the last round's validation metrics are recorded (:meth:`record_val`)."""
+        if self.best.select and self.best.round > 0:
+            return self.best.round, self.best.weights
+        return self.done, self.weights
 
     def check_quorum(
         self, stage: str, ok: Sequence[str], failures: Sequence[Failure], quorum: int | None = None
@@ -253,3 +305,12 @@ class RoundLoop:
             self.weights = outcome.weights
             self.commit(r, metrics)
             progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
+            if self.best.exhausted(r - 1):  # validation of round r - 1 came in with round r
+                self.logger.info(
+                    "early stop after round %d: validation %s best at round %d, no better for %d rounds",
+                    r,
+                    self.metric,
+                    self.best.round,
+                    r - 1 - self.best.round,
+                )
+                break

@@ -184,6 +184,9 @@ class FederationResult:
     scaling: dict[str, list[float]]
     loop: RoundLoop
     """The engine after the run (history rows, strategy state)."""
+    selected_round: int
+    """The round whose model the run keeps (``select``: best validated; else the last)."""
+    selected_weights: dict[str, np.ndarray]
     log: MemoryRunLog
     run_id: str
 
@@ -209,13 +212,16 @@ def run_federation(
     hooks: Sequence[RoundHook] = (),
     log: MemoryRunLog | None = None,
     device: str = "cpu",
+    select: bool = False,
+    patience: int | None = None,
 ) -> FederationResult:
     """``rounds`` rounds of the engine over ``partners`` in this process, then each partner's validation metrics of
     the final model (the flow gets these from the partners' final jobs).
 
     ``run_id`` is also the partners' ``state_key`` (SCAFFOLD's ``c_i`` lives under it in each workspace);
     ``min_partners`` is the quorum (default: every partner). With ``log`` holding a stopped run ``run_id``, the
-    federation resumes after its last committed round.
+    federation resumes after its last committed round. ``select`` and ``patience`` are the config's
+    ``federation.selection: best_val`` and ``federation.patience`` (model selection and early stopping).
 
     Raises
     ------
@@ -240,13 +246,25 @@ def run_federation(
         fingerprint=fingerprint(partners, scaling),
         hooks=hooks,
         min_partners=min_partners,
+        select=select,
+        patience=patience,
     )
     pool = InProcessPool(partners, settings=settings, seed=seed, device=device, seal=seal, fail=fail)
     loop.start(init_weights, saved)
     loop.run(pool, spec, scaling, rounds)
-    loop.record_val(rounds, pool.evaluate(spec, loop.weights, scaling))
+    loop.record_val(loop.done, pool.evaluate(spec, loop.weights, scaling))
     log.end_run(run_id)
-    return FederationResult(dict(loop.weights), list(loop.history.val), scaling, loop, log, run_id)
+    chosen, weights = loop.selected()
+    return FederationResult(
+        weights=dict(loop.weights),
+        val_history=list(loop.history.val),
+        scaling=scaling,
+        loop=loop,
+        selected_round=chosen,
+        selected_weights=dict(weights),
+        log=log,
+        run_id=run_id,
+    )
 
 
 def prepare_demo_libraries(paths: Mapping[str, Path], workspace: Path, *, seed: int = 0) -> list[p.PartnerData]:

@@ -195,3 +195,21 @@ def test_prefect_artifacts_report_and_round_table(demo):
     tables = [str(a.data) for a in asyncio.run(artifacts("round-metrics"))]
     assert tables and all("round" in t and "train_loss" in t for t in tables)
     assert any("val_rmse" in t for t in tables)
+
+
+def test_the_best_validated_round_is_kept_tested_and_registered(demo):
+    """``federation.selection: best_val`` (the default): the run tests and registers the global model of the round
+    with the lowest validation RMSE over all partners, and says so in MLflow."""
+    from molfed import layout
+    from molfed.tracking import Tracker, load_model_parts
+
+    client, run_id = demo.client, demo.result["run_id"]
+    run = client.get_run(run_id)
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "val_rmse")}
+    chosen = int(run.data.metrics["selected_round"])
+    assert chosen == min(history, key=history.get)
+    assert run.data.metrics["rounds_run"] == ROUNDS
+    assert run.data.tags["molfed.selection"].startswith(f"best validation rmse {history[chosen]:.4g} at round {chosen}")
+    _, registered, _ = load_model_parts(demo.result["model_uri"], demo.uri)
+    kept = Tracker(demo.uri, None).download_weights(run_id, layout.global_weights(chosen))
+    assert registered.keys() == kept.keys() and all(np.array_equal(registered[k], kept[k]) for k in kept)
