@@ -38,7 +38,7 @@ bench: setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/featurize.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/throughput.py
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/large.py 20000 --chunk 5000
-	PYTHONPATH=$(CURDIR) $(BIN)/python bench/overhead.py --rounds 10
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/overhead.py --rounds 10 30
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scaling.py --partners 5 10 20 --rounds 5
 
 # Target 3 at full size: a 1,000,000-molecule library (generated, not committed); tens of minutes.

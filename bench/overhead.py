@@ -1,19 +1,25 @@
-"""Orchestration overhead: the demo federation through Prefect + MLflow vs a bare in-process loop, side by side.
+"""Orchestration overhead: the demo federation through ``molfed run`` (Prefect + MLflow), through the engine alone,
+and through a plain PyTorch loop (the floor), side by side.
 
 Each case is a fresh process (start-up, imports and cold featurization included) on fresh demo partner files and
-workspaces: ``molfed run configs/demo.yaml`` (3 partners; baselines off, since the bare loop has none) and
-``bench/overhead.py --bare``, which calls the same molfed functions (partner preparation, model spec, initial
-weights, strategy, and the product's round loop with its in-process pool and memory run log:
-:func:`molfed.federated.inprocess.run_federation`) without Prefect or MLflow. Both run ``--rounds`` and twice
-that, which gives the marginal cost of a round. Because that difference of two fresh-process totals is noisy (a
-few seconds of start-up noise over 10 rounds), each run also times its steady-state round, rounds 2..N, inside the
-process: the bare loop from the moment each round's updates are done, the flow from the MLflow timestamps of each
-round's commit. Wall and CPU seconds (process + children) are printed: on a shared machine the CPU ratio is the
-steadier figure. By default Prefect's and MLflow's databases are created by the timed run (a first run: Prefect's
-from ``molfed init``'s migrated template when set-up made one, as for any new ``PREFECT_HOME``); ``--warm-stores``
-times a second run.
+workspaces, 3 partners, baselines off, ``--epochs`` local epochs (default 1):
 
-    python bench/overhead.py [--rounds 10] [--warm-stores] [--repeat 3]
+- ``flow``: ``molfed run configs/demo.yaml``;
+- ``engine``: ``bench/overhead.py --bare``, the product's round loop with its in-process pool and memory run log
+  (:func:`molfed.federated.inprocess.run_federation`: evaluation, checkpoints and the strategy's guard included),
+  without Prefect or MLflow;
+- ``floor``: ``bench/overhead.py --floor``, a plain ~30-line PyTorch FedAvg loop over the same prepared partners and
+  the same model: no engine, no evaluation, no checkpoint, no tracking — the reference overhead is measured against.
+
+Each runs the two ``--rounds`` counts (default 10 and 30): the difference gives the marginal cost of a round, and
+the short run minus its rounds the start-up. Because that difference of fresh-process totals is noisy, each run also
+times its steady-state round (rounds 2..N) inside the process: the loops from a mark each round, the flow from the
+MLflow timestamps of each round's commit. Wall and CPU seconds (process + children) are printed: on a shared machine
+the CPU figures are the steadier. By default Prefect's and MLflow's databases are created by the timed run (a first
+run: Prefect's from ``molfed init``'s migrated template when set-up made one); ``--warm-stores`` times a second run.
+Targets (issue 17): flow ≤ 1.5× floor over the long run, start-up ≤ floor's + 5 s, per round ≤ 1.3× floor's.
+
+    python bench/overhead.py [--rounds 10 30] [--epochs 1] [--warm-stores] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -76,14 +82,15 @@ def _flow_round_period(db: Path, rounds: int) -> float:
     return (stamps[rounds] - stamps[2]) / 1000 / (rounds - 2)
 
 
-def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, float, float]:
+def run_case(kind: str, rounds: int, warm_stores: bool = False, epochs: int = 1) -> tuple[float, float, float]:
     """Time one fresh process: wall and CPU seconds, and the steady-state seconds per round (rounds 2..``rounds``);
     ``warm_stores``: Prefect's and MLflow's databases exist already, as on a user's second run (made by an untimed
     1-round run whose partner workspaces, i.e. featurization caches, are removed)."""
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         config = _setup(tmp)
-        sets = [f"federation.rounds={rounds}", *OFF, f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db"]
+        sets = [f"federation.rounds={rounds}", f"train.epochs={epochs}", *OFF]
+        sets.append(f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db")
         if kind == "flow":
             cli = "import sys; from molfed.cli import main; sys.exit(main(sys.argv[1:]))"
             args = [x for s in sets for x in ("--set", s)]
@@ -92,24 +99,17 @@ def run_case(kind: str, rounds: int, warm_stores: bool = False) -> tuple[float, 
                 shutil.rmtree(tmp / "workspaces")
             wall, cpu, _ = _timed([sys.executable, "-c", cli, "run", str(config), *args], tmp)
             return wall, cpu, _flow_round_period(tmp / "mlflow.db", rounds)
-        wall, cpu, out = _timed([sys.executable, __file__, "--bare", str(config), *sets], tmp)
+        flag = "--floor" if kind == "floor" else "--bare"
+        wall, cpu, out = _timed([sys.executable, __file__, flag, str(config), *sets], tmp)
         return wall, cpu, float(out.split("ROUND_PERIOD")[-1])
 
 
-def bare(config_path: Path, overrides: list[str]) -> None:
-    """The bare loop: the flow's engine with the in-process pool and the memory run log, in this process."""
-    import torch
-
+def _partners(config: Any) -> list[Any]:
+    """What ``tasks.partner.load_partner`` does, without importing Prefect."""
     from molfed.chem.standardize import StandardizeOptions
-    from molfed.config import load_config
-    from molfed.federated import coordinator as coord
     from molfed.federated import partner as p
-    from molfed.federated.inprocess import run_federation
-    from molfed.federated.strategies import build_strategy
 
-    config = load_config(config_path, overrides)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(config.partners)))  # as the flow does
-    partners = [  # what tasks.partner.load_partner does, without importing Prefect
+    return [
         p.prepare_partner(
             cfg.name,
             path=cfg.path,
@@ -124,9 +124,13 @@ def bare(config_path: Path, overrides: list[str]) -> None:
         )
         for cfg in config.partners
     ]
-    t = config.train
+
+
+def _spec(config: Any) -> Any:
+    from molfed.federated import coordinator as coord
+
     m = config.model
-    spec = coord.model_spec(
+    return coord.model_spec(
         encoder=m.encoder,
         hidden_channels=m.hidden_channels,
         num_layers=m.num_layers,
@@ -136,6 +140,21 @@ def bare(config_path: Path, overrides: list[str]) -> None:
         task_names=[t.name for t in config.tasks],
         task_types=[t.type for t in config.tasks],
     )
+
+
+def bare(config_path: Path, overrides: list[str]) -> None:
+    """The engine case: the flow's engine with the in-process pool and the memory run log, in this process."""
+    import torch
+
+    from molfed.config import load_config
+    from molfed.federated import coordinator as coord
+    from molfed.federated import partner as p
+    from molfed.federated.inprocess import run_federation
+    from molfed.federated.strategies import build_strategy
+
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(config.partners)))  # as the flow does
+    partners, spec, t = _partners(config), _spec(config), config.train
     marks: dict[int, float] = {}
 
     def mark(update: Any, server_round: int, weights: Any) -> Any:  # called as a round's updates are done
@@ -156,9 +175,55 @@ def bare(config_path: Path, overrides: list[str]) -> None:
     print(f"ROUND_PERIOD {(marks[rounds] - marks[2]) / (rounds - 2)}")
 
 
+def floor(config_path: Path, overrides: list[str]) -> None:
+    """The floor: a plain PyTorch FedAvg loop over the same partners, model and settings; no engine, no evaluation,
+    no checkpoints, no tracking. What any federation of this model must spend."""
+    import torch
+    from torch_geometric.loader import DataLoader
+
+    from molfed.config import load_config
+    from molfed.federated import coordinator as coord
+    from molfed.federated import partner as p
+    from molfed.train.metrics import masked_loss
+
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(config.partners)))
+    partners = _partners(config)
+    spec = _spec(config)
+    scaling = p.combine_moments([p.partner_label_moments(d) for d in partners], len(spec.task_names))
+    weights = coord.initial_weights(spec, config.seed)
+    t, marks = config.train, {}
+    for server_round in range(1, config.federation.rounds + 1):
+        states, sizes = [], []
+        for d in partners:
+            model = p.materialize(spec, weights, scaling)
+            opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+            model.train()
+            for _ in range(t.epochs):
+                for batch in DataLoader(list(d.splits["train"]), batch_size=t.batch_size, shuffle=True):
+                    loss = masked_loss(
+                        model.forward_batch(batch), model.scale_targets(batch.y), model.is_classification
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            states.append({k: v.detach().numpy() for k, v in model.state_dict().items() if k in weights})
+            sizes.append(len(d.splits["train"]))
+        weights = {k: sum(n * s[k] for n, s in zip(sizes, states, strict=True)) / sum(sizes) for k in weights}
+        marks[server_round] = time.perf_counter()
+    rounds = config.federation.rounds
+    print(f"ROUND_PERIOD {(marks[rounds] - marks[2]) / (rounds - 2)}")
+
+
+KINDS = ("floor", "engine", "flow")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, nargs=2, default=[10, 30], metavar=("SHORT", "LONG"))
+    parser.add_argument(
+        "--epochs", type=int, default=1, help="local epochs per round (default 1, as issue 17 measured)"
+    )
     parser.add_argument(
         "--warm-stores",
         action="store_true",
@@ -168,23 +233,27 @@ def main() -> None:
         "--repeat", type=int, default=1, help="runs of each case; the least-disturbed (minimum) time is reported"
     )
     parser.add_argument("--bare", nargs="+", metavar=("CONFIG", "KEY=VALUE"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor", nargs="+", metavar=("CONFIG", "KEY=VALUE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         bare(Path(args.bare[0]), args.bare[1:])
         return
-    r1, r2 = args.rounds, 2 * args.rounds
+    if args.floor:
+        floor(Path(args.floor[0]), args.floor[1:])
+        return
+    r1, r2 = args.rounds
     t: dict[tuple[str, int], float] = {}
     c: dict[tuple[str, int], float] = {}
-    period: dict[str, list[float]] = {"bare": [], "flow": []}
+    period: dict[str, list[float]] = {k: [] for k in KINDS}
     for _ in range(args.repeat):
         for rounds in (r1, r2):  # interleaved, so that load changes hit all cases alike
-            for kind in ("bare", "flow"):
-                wall, cpu, per_round = run_case(kind, rounds, args.warm_stores)
+            for kind in KINDS:
+                wall, cpu, per_round = run_case(kind, rounds, args.warm_stores, args.epochs)
                 t[kind, rounds] = min(wall, t.get((kind, rounds), wall))
                 c[kind, rounds] = min(cpu, c.get((kind, rounds), cpu))
                 period[kind].append(per_round)
                 print(
-                    f"  {kind:<5} {rounds:>3} rounds: {wall:6.1f} s wall, {cpu:6.1f} s CPU, steady round"
+                    f"  {kind:<6} {rounds:>3} rounds: {wall:6.1f} s wall, {cpu:6.1f} s CPU, steady round"
                     f" {per_round:.3f} s (load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
@@ -194,26 +263,29 @@ def main() -> None:
     stores = "existing" if args.warm_stores else "fresh" + seeded
     if args.repeat > 1:
         print(f"\nminimum of {args.repeat} runs per case")
-    print(f"\ndemo federation, 3 partners x {r1} rounds, fresh processes, start-up included (baselines off),")
-    print(f"{stores} Prefect and MLflow databases; CPU: the process and its children (Prefect's server)")
-    print(f"{'target':<46} {'figure':>16}  {'reference':<22} ratio")
+    print(f"\ndemo federation, 3 partners x {r1} and {r2} rounds x {args.epochs} local epoch(s), fresh processes,")
+    print(f"start-up included (baselines off), {stores} Prefect and MLflow databases;")
+    print("CPU: the process and its children (Prefect's server). floor: a plain PyTorch FedAvg loop, same data/model")
     for unit, d in (("wall", t), ("CPU", c)):
-        ratio = d["flow", r1] / d["bare", r1]
-        per_round = {k: (d[k, r2] - d[k, r1]) / (r2 - r1) for k in ("bare", "flow")}
-        extra = per_round["flow"] - per_round["bare"]
+        per = {k: (d[k, r2] - d[k, r1]) / (r2 - r1) for k in KINDS}
+        start = {k: d[k, r1] - r1 * per[k] for k in KINDS}
+        print(f"\n{unit:<5} {'':<26} {'floor':>8} {'engine':>8} {'flow':>8}  flow/floor  target")
         print(
-            f"{'4. molfed run (Prefect + MLflow), ' + unit:<46} {d['flow', r1]:>14.1f} s  "
-            f"{'bare loop ' + format(d['bare', r1], '.1f') + ' s':<22}"
-            f" {ratio:.2f}x (target <= 2.5x)"
+            f"{unit:<5} {'whole run, ' + str(r2) + ' rounds (s)':<26} {d['floor', r2]:8.1f} {d['engine', r2]:8.1f}"
+            f" {d['flow', r2]:8.1f}  {d['flow', r2] / d['floor', r2]:8.2f}x  <= 1.5x"
         )
         print(
-            f"{'4. marginal cost of a round, ' + unit:<46} {per_round['flow']:>14.2f} s  "
-            f"{'bare ' + format(per_round['bare'], '.2f') + ' s/round':<22} {extra:+.2f} s (target <= 0.3 s)"
+            f"{unit:<5} {'start-up (s)':<26} {start['floor']:8.1f} {start['engine']:8.1f} {start['flow']:8.1f}"
+            f"  {start['flow'] - start['floor']:+8.1f} s  <= +5 s"
         )
-    flow, bare_round = statistics.median(period["flow"]), statistics.median(period["bare"])
+        print(
+            f"{unit:<5} {'per round (s)':<26} {per['floor']:8.3f} {per['engine']:8.3f} {per['flow']:8.3f}"
+            f"  {per['flow'] / per['floor']:8.2f}x  <= 1.3x"
+        )
+    med = {k: statistics.median(v) for k, v in period.items()}
     print(
-        f"{'4. steady-state round (rounds 2..N, median), wall':<46} {flow:>14.2f} s  "
-        f"{'bare ' + format(bare_round, '.2f') + ' s/round':<22} {flow - bare_round:+.2f} s (target <= 0.3 s)"
+        f"\nsteady-state round (rounds 2..N, median, wall): floor {med['floor']:.3f} s, engine {med['engine']:.3f} s,"
+        f" flow {med['flow']:.3f} s ({med['flow'] / med['floor']:.2f}x floor)"
     )
 
 
