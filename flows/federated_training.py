@@ -153,14 +153,14 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
         )
         j = next((i for i, t in enumerate(task_types) if t == "regression"), None)
         edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j]) if j is not None else []
-        final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
+        final, failures = pool.finish(spec, weights, scaling, j, edges, champion, run_id, loop.done)
         loop.check_quorum("finish", list(final), failures)
         names = [n for n in names if n in final]
         loop.record_val(loop.done, {n: final[n].val for n in names})
         chosen, chosen_weights = loop.selected()
         if chosen != loop.done:  # an earlier round validated better: test, report and register that model
             weights = chosen_weights
-            final, failures = pool.finish(spec, weights, scaling, j, edges, champion, state_key=run_id)
+            final, failures = pool.finish(spec, weights, scaling, j, edges, champion, run_id, chosen, local_only=False)
             loop.check_quorum("finish", list(final), failures)
             names = [n for n in names if n in final]
         tracker.log_metrics(run_id, {"selected_round": chosen, "rounds_run": loop.done})

@@ -292,8 +292,12 @@ class LocalPartners:
         parity_edges: Sequence[float],
         champion: Any,
         state_key: str = "default",
+        server_round: int | None = None,
+        local_only: bool = True,
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
-        """Final reports; ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads."""
+        """Final reports on ``weights``; ``state_key`` (the run id, as in :meth:`round`) finds partners' private
+        heads. ``server_round`` and ``local_only`` matter to site pools only (here the weights are arguments and the
+        local-only baseline is its own task)."""
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
         args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
         self._share(len(self.names))

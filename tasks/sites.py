@@ -286,25 +286,29 @@ class SitePartners:
         parity_edges: Sequence[float],
         champion: Any,
         state_key: str = "default",
+        server_round: int | None = None,
+        local_only: bool = True,
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
-        """Final evaluation; the local-only baseline rides along in the same job (one worker start less).
+        """Final evaluation of the global model of ``server_round`` (default: the configured last round); the
+        local-only baseline rides along in the same job (one worker start less) unless ``local_only`` is False.
         ``state_key`` (the run id, as in :meth:`round`) finds partners' private heads in their workspaces."""
         bindings = {**self.bindings, "weights": weights_digest(weights)}
         if champion:
             bindings["champion"] = weights_digest(champion.weights)
         out, failures = self._dispatch(
             "finish",
-            self.config.federation.rounds,
+            self.config.federation.rounds if server_round is None else server_round,
             bindings=bindings,
             state_key=state_key,
             parity_task=parity_task,
             parity_edges=list(parity_edges),
             champion_uri=champion.uri if champion else None,
-            local_only=self.config.baselines.local_only,
+            local_only=local_only and self.config.baselines.local_only,
         )
-        self._local_only = {
-            n: (r["local_only"]["test"], r["local_only"]["curve"]) for n, r in out.items() if r.get("local_only")
-        }
+        if local_only:
+            self._local_only = {
+                n: (r["local_only"]["test"], r["local_only"]["curve"]) for n, r in out.items() if r.get("local_only")
+            }
         reports = {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
         return reports, failures
 
