@@ -304,7 +304,24 @@ class RoundLoop:
                 metrics[r - 1] = self._val(r - 1, {n: x.incoming_val for n, x in replies.items()})
             self.weights = outcome.weights
             self.commit(r, metrics)
-            progress.advance("rounds", f"round {r}: train loss {train.get('train_loss', float('nan')):.3f}")
+            loss = train.get("train_loss", float("nan"))
+            progress.advance("rounds", f"round {r}: train loss {loss:.3f}")
+            if r > 1:  # one line per round: the previous round's global model as the partners validated it
+                val = metrics[r - 1]
+                parts = ", ".join(
+                    f"{n} {val[f'val_{self.metric}.{n}']:.4g}" for n in self.names if f"val_{self.metric}.{n}" in val
+                )
+                self.logger.info(
+                    "round %d: train loss %.4f; round %d validation %s %.4g (%s)",
+                    r,
+                    loss,
+                    r - 1,
+                    self.metric,
+                    val.get(f"val_{self.metric}", float("nan")),
+                    parts,
+                )
+            else:
+                self.logger.info("round %d: train loss %.4f", r, loss)
             if self.best.exhausted(r - 1):  # validation of round r - 1 came in with round r
                 self.logger.info(
                     "early stop after round %d: validation %s best at round %d, no better for %d rounds",
