@@ -12,6 +12,8 @@ from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic.json_schema import SkipJsonSchema
 
 from flows.contributions import leave_one_out
 from molfed import layout, plots, progress, reporting
@@ -38,8 +40,15 @@ POOLS: dict[str, Any] = {"local": LocalPartners, "sites": SitePartners}
 finish, local_only and close). Adding a transport: one pool class and one line here (and the mode in the config)."""
 
 
-@flow(name="federated-training", persist_result=False, log_prints=False)
-def federated_training(config: RunConfig, resume_run_id: str | None = None) -> dict[str, Any]:
+def run_name() -> str:
+    """The flow run's name, which the MLflow run takes too: the config's name and the start time (local)."""
+    config = flow_run.parameters.get("config")
+    name = config.name if isinstance(config, RunConfig) else (config or {}).get("name", "federation")
+    return f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+@flow(name="federated-training", flow_run_name=run_name, persist_result=False, log_prints=False)
+def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | None] = None) -> dict[str, Any]:
     """Train a shared GNN across partners with federated averaging; return the per-partner test comparison.
 
     With ``resume_run_id``, continue that stopped run from its last checkpoint, in the same MLflow run.
@@ -60,7 +69,7 @@ def federated_training(config: RunConfig, resume_run_id: str | None = None) -> d
     tracker = Tracker(resolve_tracking_uri(config.tracking.tracking_uri), config.tracking.experiment)
     saved = engine.reopen(tracker, resume_run_id) if resume_run_id else None
     run_id = resume_run_id or tracker.start_run(
-        config.name,
+        flow_run.name or config.name,
         tags={"molfed.kind": coord.FEDERATED, "molfed.mode": config.mode, **reporting.version_tags()},
         parent_run_id=config.tracking.parent_run_id,
     )

@@ -1,22 +1,83 @@
 """The run config's schema: one pydantic model per section, field bounds and per-field checks. Rules across keys are in
-:mod:`molfed.config.rules`."""
+:mod:`molfed.config.rules`.
+
+The JSON schema of these models is the form Prefect's UI renders for a deployment (the flow's one parameter). Each
+model says, through :func:`_form`, in which order a chemist meets its fields (Prefect's form sorts by ``position``)
+and which are advanced (last, titled "(advanced)": Prefect 3's form cannot fold a group); descriptions there are plain
+text with their bounds spelled out (the form shows no ``minimum``/``maximum``).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from molfed.config.base import Name, _Model
 from molfed.config.rules import check_run
 from molfed.federated.capabilities import strategy_names
 from molfed.models.registry import encoder_names
 
+ChampionMetric = Literal["rmse", "mae", "r2", "roc_auc", "pr_auc"]
+CHAMPION_METRICS: tuple[str, ...] = get_args(ChampionMetric)
+"""Validation metrics the champion comparison can use (molfed.train.metrics' regression and classification metrics;
+a test keeps the two lists equal: this module stays torch-free)."""
+
+_ROLE = re.compile(r":\w+:`~?\.?([^`]+)`")  # Sphinx roles (":mod:`molfed.privacy`") -> their target
+_ANGLED = re.compile(r"<([^<>\s]+)>")  # "<workspace>" would vanish in the form (read as an HTML tag)
+
+
+def plain_text(text: str) -> str:
+    """A description as the form shows it: one line, no Sphinx roles, ``<name>`` placeholders as ``{name}``."""
+    return _ANGLED.sub(r"{\1}", _ROLE.sub(r"\1", " ".join(text.split())))
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
+
+
+def _bounds_text(prop: dict[str, Any]) -> str:
+    """``"Allowed: 1 ≤ value ≤ 100000."`` from a property's (or its non-null ``anyOf`` branch's) JSON-schema bounds."""
+    branch = next((b for b in prop.get("anyOf", []) if b.get("type") in ("integer", "number")), prop)
+    low = next(
+        (f"{_number(branch[k])} {op} " for k, op in (("minimum", "≤"), ("exclusiveMinimum", "<")) if k in branch), ""
+    )
+    high = next(
+        (f" {op} {_number(branch[k])}" for k, op in (("maximum", "≤"), ("exclusiveMaximum", "<")) if k in branch), ""
+    )
+    return f"Allowed: {low}value{high}." if low or high else ""
+
+
+def _form(*first: str, advanced: tuple[str, ...] = ()) -> ConfigDict:
+    """Model config whose JSON schema orders the form: ``first`` fields, then the rest in declaration order, then
+    ``advanced`` ones (titled "(advanced)"); every description plain, with its bounds."""
+
+    def present(schema: dict[str, Any]) -> None:
+        props: dict[str, dict[str, Any]] = schema.get("properties", {})
+        middle = [n for n in props if n not in first and n not in advanced]
+        for position, name in enumerate(n for n in (*first, *middle, *advanced) if n in props):
+            prop = props[name]
+            prop["position"] = position
+            title = prop.get("title") or name.replace("_", " ").capitalize()
+            prop["title"] = f"{title} (advanced)" if name in advanced else title
+            text = " ".join(t for t in (plain_text(prop.get("description", "")), _bounds_text(prop)) if t)
+            if text:
+                prop["description"] = text
+        if "description" in schema:
+            schema["description"] = plain_text(schema["description"])
+
+    extra: Callable[[dict[str, Any]], None] = present
+    return ConfigDict(json_schema_extra=extra)  # type: ignore[typeddict-item]
+
 
 class TaskSpec(_Model):
     """One prediction target shared by the federation."""
+
+    model_config = _form()
 
     name: Name = Field(
         description="Task name; also the default label column in every partner library (letters, digits, _ -)."
@@ -30,6 +91,8 @@ class TaskSpec(_Model):
 class PrivateTaskSpec(_Model):
     """A task only this partner has (MELLODDY-style): trained by the partner's private head, which never leaves the
     partner's workspace. Its labels and target scaling stay with the partner."""
+
+    model_config = _form()
 
     name: Name = Field(description="Task name, unique within this partner (letters, digits, _ -).")
     type: Literal["regression", "classification"] = Field(
@@ -50,6 +113,8 @@ class DaskConfig(_Model):
 
     Only paths, row ranges, counts and digests travel to and from the workers; the workers read the library file
     and write their parts in the partner's workspace, so both must be reachable from every worker."""
+
+    model_config = _form()
 
     address: str | None = Field(
         None,
@@ -80,6 +145,8 @@ class DaskConfig(_Model):
 
 class _PrivateTasks(_Model):
     """Fields a partner sets about its own tasks (in its run-config entry, or in its site config in sites mode)."""
+
+    model_config = _form()
 
     shared_tasks: list[str] | None = Field(
         None,
@@ -120,6 +187,22 @@ class _PrivateTasks(_Model):
 class PartnerConfig(_PrivateTasks):
     """Where one partner's library lives. Only the name and paths ever leave the partner."""
 
+    model_config = _form(
+        "name",
+        "path",
+        "smiles_column",
+        "label_columns",
+        "workspace",
+        advanced=(
+            "shared_tasks",
+            "private_tasks",
+            "report_private_metrics",
+            "export_tracking_uri",
+            "dask",
+            "tracking_user",
+        ),
+    )
+
     name: Name = Field(description="Partner name, used in metric names and logs (letters, digits, _ -).")
     path: Path | None = Field(
         None, description="Library file (.csv, .csv.gz, .tsv, .sdf, .parquet); local mode only, omit in sites mode."
@@ -153,12 +236,16 @@ class PartnerConfig(_PrivateTasks):
 
 
 class StandardizeConfig(_Model):
+    model_config = _form()
+
     largest_fragment: bool = Field(True, description="Keep the largest organic fragment (strip salts, solvents).")
     neutralize: bool = Field(True, description="Neutralize charges where a neutral form exists.")
     canonical_tautomer: bool = Field(False, description="Replace each molecule by RDKit's canonical tautomer.")
 
 
 class DataConfig(_Model):
+    model_config = _form()
+
     standardize: StandardizeConfig = Field(default_factory=StandardizeConfig)
     duplicates: Literal["merge", "keep_first", "reject"] = Field(
         "merge",
@@ -184,14 +271,16 @@ class DataConfig(_Model):
 
 
 class ModelConfig(_Model):
+    model_config = _form()
+
     encoder: str = Field(
         "gine",
         description=f"GNN encoder, one of {list(encoder_names())}.",
         json_schema_extra={"enum": list(encoder_names())},  # a dropdown in Prefect's form
     )
-    hidden_channels: int = Field(64, ge=4, le=2048, description="Width of node and graph embeddings.")
+    hidden_channels: int = Field(64, ge=4, le=2048, description="Width of node and graph embeddings (channels).")
     num_layers: int = Field(3, ge=1, le=12, description="Message-passing layers.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the encoder and head.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability in the encoder and head (0 = off).")
     readout: Literal["mean", "sum", "max"] = Field("mean", description="Graph pooling (GINE only).")
     head_layers: int = Field(2, ge=1, le=6, description="Layers of the MLP head.")
 
@@ -204,15 +293,41 @@ class ModelConfig(_Model):
 
 
 class TrainConfig(_Model):
-    epochs: int = Field(2, ge=1, le=10_000, description="Local epochs per round (and per baseline round).")
+    model_config = _form()
+
+    epochs: int = Field(
+        2,
+        ge=1,
+        le=10_000,
+        description="Local epochs (passes over the partner's training split) per round, and per baseline round.",
+    )
     batch_size: int = Field(32, ge=1, le=65_536, description="Mini-batch size in molecules.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Local optimizer.")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, description="Local learning rate.")
-    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay.")
+    lr: float = Field(
+        1e-3,
+        gt=0.0,
+        le=10.0,
+        description="Local learning rate (e.g. 0.001 for adam; type the value, the form steps by 0.01).",
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay coefficient (0 = off).")
 
 
 class FederationConfig(_Model):
-    rounds: int = Field(10, ge=1, le=100_000, description="Federated rounds.")
+    model_config = _form(
+        "rounds",
+        "strategy",
+        "strategy_options",
+        "selection",
+        "patience",
+        advanced=("partner_retries", "task_timeout_s", "round_timeout_s", "offline_after_s"),
+    )
+
+    rounds: int = Field(
+        10,
+        ge=1,
+        le=100_000,
+        description="Federated rounds: each partner trains locally, then the coordinator aggregates.",
+    )
     strategy: str = Field(
         "fedavg",
         description=f"Aggregation strategy, one of {list(strategy_names())}.",
@@ -251,7 +366,9 @@ class FederationConfig(_Model):
         description="With selection best_val: stop after this many rounds without a better validation value "
         "(early stopping; the baselines stop the same way). Off by default.",
     )
-    partner_retries: int = Field(1, ge=0, le=10, description="Retries of a failed partner task.")
+    partner_retries: int = Field(
+        1, ge=0, le=10, description="Retries of a failed partner task (attempts after the first)."
+    )
     task_timeout_s: float | None = Field(
         None,
         gt=0,
@@ -278,6 +395,8 @@ class FederationConfig(_Model):
 
 
 class BaselineConfig(_Model):
+    model_config = _form()
+
     local_only: bool = Field(True, description="Train one model per partner on its own data, same budget.")
     pooled: bool = Field(True, description="Train one model on the union of partners (simulation only).")
     contributions: bool = Field(
@@ -288,36 +407,47 @@ class BaselineConfig(_Model):
 
 
 class TrackingConfig(_Model):
+    model_config = _form()
+
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite under ./mlruns."
     )
     experiment: str = Field("molfed", description="MLflow experiment name.")
     registered_model: str | None = Field("molfed-model", description="Registry name for the final model.")
-    parent_run_id: str | None = Field(
+    parent_run_id: SkipJsonSchema[str | None] = Field(  # not in the JSON schema: Prefect's form hides it
         None,
         description="Internal: MLflow run to nest this federation under (set by the leave-one-partner-out "
         "estimate for its extra federations, which then log no model); leave unset.",
-        json_schema_extra={"readOnly": True},
     )
 
 
 class ScheduleConfig(_Model):
+    model_config = _form()
+
     cron: str = Field("0 3 * * 1", description="Cron expression for scheduled retraining (default Monday 03:00).")
     timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
     active: bool = Field(False, description="Whether the schedule is active once deployed.")
 
 
 class ChampionConfig(_Model):
+    model_config = _form()
+
     enabled: bool = Field(True, description="Compare the new model with the registry's champion and promote it.")
     alias: str = Field("champion", description="Registry alias of the production model.")
-    metric: str = Field("rmse", description="Validation metric of the comparison (e.g. rmse, mae, r2, roc_auc).")
+    metric: ChampionMetric = Field(
+        "rmse",
+        description="Validation metric of the comparison, over all partners' validation splits: rmse, mae or r2 "
+        "(regression), roc_auc or pr_auc (classification).",
+    )
     min_improvement: float = Field(
         0.0, ge=0.0, description="Relative improvement required to promote, e.g. 0.02 = 2 % better."
     )
 
 
 class PrivacyConfig(_Model):
-    """Differential privacy of the federation (see :mod:`molfed.privacy`)."""
+    """Differential privacy of the federation: DP-SGD at each partner or noise on whole partner updates."""
+
+    model_config = _form()
 
     mode: Literal["off", "sample", "client"] = Field(
         "off",
@@ -351,6 +481,8 @@ class PrivacyConfig(_Model):
 
 class IntegrityConfig(_Model):
     """Integrity of updates: signatures and screening before aggregation (see molfed/federated/integrity.py)."""
+
+    model_config = _form()
 
     signing: bool = Field(
         False,
@@ -398,6 +530,8 @@ class IntegrityConfig(_Model):
 class SecureAggregationConfig(_Model):
     """Pairwise-masked secure aggregation: the coordinator sees only masked vectors and their sum."""
 
+    model_config = _form()
+
     enabled: bool = Field(False, description="Mask updates so that only their weighted sum is revealed.")
     threshold: int | None = Field(
         None,
@@ -414,7 +548,18 @@ class SecureAggregationConfig(_Model):
 class RunConfig(_Model):
     """A whole federation: partners, tasks, model, training, strategy and tracking."""
 
-    name: str = Field("federation", description="Run name shown in MLflow and Prefect.")
+    model_config = _form(
+        "name",
+        "partners",
+        "tasks",
+        "federation",
+        "model",
+        "train",
+        "baselines",
+        advanced=("data", "tracking", "champion", "schedule", "privacy", "integrity", "secure_aggregation"),
+    )
+
+    name: str = Field("federation", description="Run name: MLflow and Prefect name each run '{name}-{start time}'.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for splits, initial weights and data order.")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto picks CUDA when available.")
     mode: Literal["local", "sites"] = Field(
