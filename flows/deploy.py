@@ -25,6 +25,7 @@ from prefect.schedules import Cron
 from prefect.workers.process import ProcessWorker
 
 from molfed.config import RunConfig
+from molfed.startup import store_uri
 from tasks.sites import partner_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,23 @@ def ensure_pool(name: str) -> None:
         )
 
 
+def deployed_config(config: RunConfig, *, cwd: Path | None = None) -> RunConfig:
+    """``config`` as a deployment's default: what ``molfed run`` would resolve from ``cwd`` (default: here) made
+    absolute — the MLflow store (``tracking.tracking_uri``) and, in local mode, each partner's default workspace —
+    because the coordinator agent runs the flow from another folder."""
+    root = (cwd or Path.cwd()).resolve()
+    tracking = config.tracking.model_copy(update={"tracking_uri": store_uri(config.tracking.tracking_uri, root=root)})
+    partners = config.partners
+    if config.mode == "local":
+        partners = [p.model_copy(update={"workspace": (root / config.workspace_for(p)).resolve()}) for p in partners]
+    return config.model_copy(update={"tracking": tracking, "partners": partners})
+
+
+def form_parameters(config: RunConfig) -> dict[str, object]:
+    """The deployment's parameters: the config as JSON without the fields the form does not show (internal)."""
+    return {"config": config.model_dump(mode="json", exclude={"tracking": {"parent_run_id"}})}
+
+
 def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
     """Create pools and deployments for ``config``; return the deployment names."""
     ensure_pool(COORDINATOR_POOL)
@@ -50,7 +68,7 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
     training.deploy(
         name="federated-training",
         work_pool_name=COORDINATOR_POOL,
-        parameters={"config": config.model_dump(mode="json")},
+        parameters=form_parameters(config),
         schedules=schedules,
         description="Federated GNN training across partners (molfed).",
         tags=["molfed", config.mode],

@@ -18,6 +18,7 @@ from typing import Any
 
 from molfed.errors import MolfedError
 
+_PROCESS_START = time.monotonic()  # "Finished in" counts the whole command, imports and shutdown of servers included
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 DEMO_DATA = REPO_ROOT / "demo_data"
@@ -70,9 +71,40 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("out_dir", type=Path)
     data.add_argument("--seed", type=int, default=0)
 
-    dep = sub.add_parser("deploy", help="create work pools and Prefect deployments (needs PREFECT_API_URL)")
-    dep.add_argument("--config", type=Path, default=DEMO_CONFIG)
-    dep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    dep = sub.add_parser(
+        "deploy",
+        help="create work pools and Prefect deployments (needs PREFECT_API_URL); prints what to start next",
+        description="Create the work pools and the Prefect deployment 'federated-training/federated-training' (and, "
+        "in sites mode, each partner's job deployments) on the Prefect server PREFECT_API_URL names. The config "
+        "becomes the run form's defaults; its MLflow store is written as an absolute URI, so a run started from "
+        "the UI logs where `molfed run` would from this folder. Afterwards it prints, one command per line, what "
+        "to start: the coordinator agent that runs the deployment's flow runs (and the site agents in sites mode) "
+        "and the UI's address.",
+    )
+    dep.add_argument(
+        "--config", type=Path, default=DEMO_CONFIG, help="the federation's YAML (default: the demo, %(default)s)"
+    )
+    dep.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set federation.rounds=5 (repeatable)",
+    )
+
+    ui = sub.add_parser(
+        "ui",
+        help="start the Prefect and MLflow UIs on this project's stores (absolute paths); Ctrl-C stops both",
+        description="Start Prefect's server (UI and API, on $PREFECT_HOME, else ~/.prefect) and MLflow's UI (on "
+        "the store `molfed run` uses from this folder) on loopback, print their addresses and wait; Ctrl-C or "
+        "SIGTERM stops both. Their output goes to a log file in ./molfed-logs.",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    ui.add_argument("--prefect-port", type=int, default=4200, help="Prefect UI and API port (default %(default)s)")
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default %(default)s)")
+    ui.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlruns (absolute)")
+    ui.add_argument("--services", action="store_true", help="also run Prefect's scheduler (for scheduled retraining)")
 
     agent = sub.add_parser(
         "site-agent",
@@ -140,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "deploy":
             return _deploy(args.config, args.overrides)
+        if args.command == "ui":
+            return _ui(args)
         if args.command == "site-agent":
             return _site_agent(args.site_config)
         if args.command == "coordinator-agent":
@@ -258,7 +292,8 @@ def _execute(config: Any, verbose: bool, resume_run_id: str | None = None) -> in
     from molfed.federated.strategies import QuorumError
 
     console = Console()
-    listener = _RichListener(console)
+    # a terminal gets bars; a log file one plain line per round (round, loss, elapsed, ETA) as it happens
+    listener: Any = _RichListener(console) if console.is_terminal else _PlainListener(sys.stdout)
     if _EARLY_SERVER is not None:
         _EARLY_SERVER.wait()
     try:
@@ -312,7 +347,24 @@ def _latest_run_id(config: Any, started_ms: int) -> str | None:
         )
     except Exception:  # the store may be unreadable too: then the message says "run it again"
         return None
-    return next((r.info.run_id for r in runs if r.info.run_name == config.name), None)
+    mine = (r for r in runs if r.info.run_name == config.name or r.info.run_name.startswith(f"{config.name} "))
+    return next((r.info.run_id for r in mine), None)  # named "<config name> <start time>" (flow run_name)
+
+
+class _PlainListener:
+    """Progress for output that is not a terminal: :class:`molfed.progress.LineListener`'s one line per step."""
+
+    def __init__(self, stream: Any):
+        from molfed.progress import LineListener
+
+        self.lines = LineListener(stream)
+        self.stage, self.advance = self.lines.stage, self.lines.advance
+
+    def __enter__(self) -> _PlainListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class _RichListener:
@@ -362,21 +414,29 @@ def _print_results(console: Any, result: dict[str, Any]) -> None:
     for row in result["rows"]:
         table.add_row(row["partner"], *(f"{row[k]:.3f}" if row.get(k) is not None else "–" for k in kinds))
     console.print(table)
-    console.print(
-        f"Finished in {result['seconds']:.1f} s. MLflow run {result['run_id']}; model {result['model_uri']}"
-        + (
-            f" registered as {result['registered_model']} v{result['model_version']}"
-            if result.get("model_version")
-            else ""
-        )
-    )
-    uri = result["tracking_uri"]
-    console.print("\nOpen the MLflow UI on these runs:")
-    console.print(f"  .venv/bin/mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000")
-    home = os.environ.get("PREFECT_HOME")
-    prefix = f"PREFECT_HOME={shlex.quote(home)} " if home else ""
-    console.print("Open the Prefect UI on the flow runs:")
-    console.print(f"  {prefix}.venv/bin/prefect server start --port 4200")
+    total = time.monotonic() - _PROCESS_START
+    model = f"; model {result['model_uri']}" if result.get("model_uri") else ""
+    if result.get("model_version"):
+        model += f" registered as {result['registered_model']} v{result['model_version']}"
+    # plain print: rich would wrap these at 80 columns in a log, and commands must paste whole
+    print(f"Finished in {total:.1f} s (federation {result['seconds']:.1f} s). MLflow run {result['run_id']}{model}")
+    for line in ui_hints(result["tracking_uri"], result.get("experiment_id", ""), result["run_id"]):
+        print(line)
+
+
+def ui_hints(tracking_uri: str, experiment_id: str, run_id: str) -> list[str]:
+    """How to look at a finished run: the ``molfed ui`` command (absolute paths, one line) and the run's address."""
+    from molfed.startup import prefect_home
+
+    home = shlex.quote(str(prefect_home().resolve()))
+    molfed = shlex.quote(str(Path(sys.executable).parent / "molfed"))
+    lines = [
+        "Open the Prefect and MLflow UIs on these runs (Ctrl-C stops both):",
+        f"  PREFECT_HOME={home} {molfed} ui --tracking-uri {shlex.quote(tracking_uri)}",
+    ]
+    if not tracking_uri.startswith(("http://", "https://")):
+        lines += ["then this run:", f"  http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"]
+    return lines
 
 
 def _deploy(config_path: Path, overrides: Sequence[str]) -> int:
@@ -384,12 +444,92 @@ def _deploy(config_path: Path, overrides: Sequence[str]) -> int:
 
     config = load_config(config_path, overrides)
     prefect_environment()
-    if not os.environ.get("PREFECT_API_URL"):
-        raise MolfedError("deploy needs a Prefect server: start one (prefect server start) and set PREFECT_API_URL")
-    from flows.deploy import deploy
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise MolfedError(
+            "deploy needs a Prefect server: start one with `molfed ui` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    from flows.deploy import deploy, deployed_config
 
+    config = deployed_config(config)
     for name in deploy(config):
         print(f"deployed {name}")
+    for line in next_steps(config, api):
+        print(line)
+    return 0
+
+
+def next_steps(config: Any, api_url: str) -> list[str]:
+    """What to start after ``molfed deploy``: one pasteable command per line (absolute paths)."""
+    from molfed.startup import store_uri
+
+    cwd, bin_dir = shlex.quote(str(Path.cwd())), Path(sys.executable).parent
+    env = f"PREFECT_API_URL={shlex.quote(api_url)}"
+    ui = api_url.removesuffix("/").removesuffix("/api")
+    lines = [
+        "",
+        "Next, in a terminal that stays open: the coordinator agent runs the deployment's flow runs",
+        f"  cd {cwd} && {env} {shlex.quote(str(bin_dir / 'molfed'))} coordinator-agent",
+    ]
+    if config.mode == "sites":
+        tracking = shlex.quote(store_uri(config.tracking.tracking_uri))
+        lines.append("At each partner's site, with its own site config (see docs/operations.md#sites-mode):")
+        lines += [
+            f"  {env} MLFLOW_TRACKING_URI={tracking} molfed site-agent SITE_CONFIG.yaml   # partner {p.name}"
+            for p in config.partners
+        ]
+    lines += [
+        "Then start a run from the form (Deployments > federated-training > Run > Custom run):",
+        f"  {ui}/deployments",
+        "or from this terminal:",
+        f"  {env} {shlex.quote(str(bin_dir / 'prefect'))} deployment run federated-training/federated-training",
+        "Runs log to MLflow store:",
+        f"  {config.tracking.tracking_uri}",
+    ]
+    return lines
+
+
+def _ui(args: argparse.Namespace) -> int:
+    """Start both UIs, print their addresses, wait for Ctrl-C / SIGTERM, stop both."""
+    import signal
+    import threading
+
+    from molfed import runlog
+    from molfed.startup import UiServers, prefect_home, store_uri
+
+    servers = UiServers(
+        tracking_uri=store_uri(args.tracking_uri),
+        home=prefect_home(),
+        host=args.host,
+        prefect_port=args.prefect_port,
+        mlflow_port=args.mlflow_port,
+        services=args.services,
+        output=runlog.open_for_subprocess(),
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = time.perf_counter()
+    try:
+        servers.start()
+        print(f"starting Prefect (home {servers.home}) and MLflow (store {servers.tracking_uri}) ...", flush=True)
+        if not servers.wait(cancel=stop):
+            return 130
+        print(f"ready in {time.perf_counter() - started:.0f} s; Ctrl-C stops both", flush=True)
+        print("Prefect UI:", flush=True)
+        print(f"  {servers.prefect_url}", flush=True)
+        print("MLflow UI:", flush=True)
+        print(f"  {servers.mlflow_url}", flush=True)
+        print("Point molfed deploy / coordinator-agent at this Prefect server with:", flush=True)
+        print(f"  export PREFECT_API_URL={servers.prefect_url}/api", flush=True)
+        while not stop.wait(0.5):
+            if not servers.alive():
+                raise MolfedError("a UI server exited; its output is in the log file " + str(runlog.used()))
+    finally:
+        servers.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped Prefect and MLflow UIs", flush=True)
     return 0
 
 

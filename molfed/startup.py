@@ -342,3 +342,165 @@ def serve() -> None:
     from uvicorn.main import main
 
     main()
+
+
+def store_uri(configured: str | None = None, *, root: Path | None = None) -> str:
+    """The MLflow tracking URI molfed uses: ``configured``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite
+    store ``<root or cwd>/mlruns/mlflow.db`` as an absolute URI (the folder is created). Imports no MLflow."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = (root or Path.cwd()).resolve() / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+class UiServers:
+    """``molfed ui``: Prefect's server (API + UI) on this project's ``PREFECT_HOME`` and MLflow's UI on its store, as
+    child processes in their own process groups, stopped together (:meth:`stop`; also when this process dies).
+
+    Prefect's database starts from ``molfed init``'s template (:func:`seed_prefect_database`), so a new home costs no
+    migrations; the server runs without its background services (scheduler, late runs), which viewing runs and the
+    deployment form do not need (``services=True`` for schedules)."""
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        home: Path,
+        host: str = "127.0.0.1",
+        prefect_port: int = 4200,
+        mlflow_port: int = 5000,
+        services: bool = False,
+        output: IO[bytes] | None = None,
+    ) -> None:
+        self.tracking_uri, self.home, self.host = tracking_uri, home.resolve(), host
+        self.prefect_port, self.mlflow_port, self.services, self.output = prefect_port, mlflow_port, services, output
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    def commands(self) -> dict[str, list[str]]:
+        """The two server command lines."""
+        prefect = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host]
+        prefect += ["--port", str(self.prefect_port)] + ([] if self.services else ["--no-services"])
+        mlflow = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.tracking_uri]
+        artifacts = _artifact_root(self.tracking_uri)
+        mlflow += ["--default-artifact-root", artifacts] if artifacts else []
+        mlflow += ["--host", self.host, "--port", str(self.mlflow_port)]
+        return {"prefect": prefect, "mlflow": mlflow}
+
+    def start(self) -> UiServers:
+        """Start both servers (not waiting for them: :meth:`wait`)."""
+        for port in (self.prefect_port, self.mlflow_port):
+            _check_port_free(self.host, port)
+        seed_prefect_database(self.home)
+        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env["DO_NOT_TRACK"] = "1"
+        if self.host not in ("0.0.0.0", "::"):  # a browser reaches the API where the UI came from
+            env["PREFECT_UI_API_URL"] = f"{self.prefect_url}/api"
+        env.pop("PREFECT_API_URL", None)  # the server's own clients talk to itself
+        for name, command in self.commands().items():
+            self.processes[name] = subprocess.Popen(
+                command,
+                env=env,
+                stdout=self.output,
+                stderr=self.output,
+                start_new_session=True,  # its own group: Ctrl-C reaches molfed, which stops the whole group
+                preexec_fn=_exit_with_parent,
+            )
+        return self
+
+    def wait(self, timeout: float = 180.0, cancel: threading.Event | None = None) -> bool:
+        """Block until both answer their health endpoints; False if ``cancel`` was set first (Ctrl-C).
+
+        Raises
+        ------
+        MolfedError
+            If one exits or does not answer within ``timeout`` seconds.
+        """
+        health = {"prefect": f"{self.prefect_url}/api/health", "mlflow": f"{self.mlflow_url}/health"}
+        deadline = time.monotonic() + timeout
+        pending = dict(health)
+        while pending:
+            if cancel is not None and cancel.is_set():
+                return False
+            for name, url in list(pending.items()):
+                code = self.processes[name].poll()
+                if code is not None:
+                    where = f"; its output is in {self.output.name}" if self.output is not None else ""
+                    raise MolfedError(f"the {name} server exited while starting (exit status {code}){where}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            del pending[name]
+                except (urllib.error.URLError, OSError):
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise MolfedError(f"{', '.join(pending)} did not answer within {timeout:.0f} s")
+            if pending:
+                time.sleep(0.2)
+        return True
+
+    def alive(self) -> bool:
+        return bool(self.processes) and all(p.poll() is None for p in self.processes.values())
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate both process groups (SIGTERM, then SIGKILL after ``timeout`` s) and reap them."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                with _ignore_lookup():
+                    os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with _ignore_lookup():
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            with _ignore_lookup():  # workers the server forked and left behind
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+class _ignore_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        return kind is not None and issubclass(kind, ProcessLookupError | PermissionError)
+
+
+def _artifact_root(uri: str) -> str | None:
+    """The embedded store's artifact folder (``<store>/artifacts``) as a file URI; None for other stores."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise MolfedError(
+                f"port {port} on {host} is in use; choose another (--prefect-port/--mlflow-port)"
+            ) from None
+
+
+def _exit_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when molfed dies (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,8 +36,13 @@ from molfed.config import ModelConfig
 from molfed.federated.types import Weights
 from molfed.federated.weights import load_weights, save_weights
 from molfed.models.model import ModelSpec
+from molfed.startup import store_uri
 
 log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3 opens an experiment on its GenAI overview unless this tag says it holds model-training runs: then on the
+runs table."""
 
 CHECKPOINT_TAG = "molfed.checkpoint.round"
 """Run tag naming the last round whose checkpoint is complete (set after the artifact is stored: the commit)."""
@@ -52,13 +56,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 def resolve_tracking_uri(configured: str | None = None, *, root: Path | None = None) -> str:
     """Config value, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under ``<root>/mlruns``."""
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    store = (root or Path.cwd()).resolve() / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return store_uri(configured, root=root)  # an absolute URI: the same store from any folder
 
 
 def _embedded_artifact_root(uri: str) -> str | None:
@@ -105,13 +103,7 @@ class Tracker:
         self._logged: dict[str, set[tuple[str, int]]] = {}
         if experiment is None:
             return
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=_embedded_artifact_root(tracking_uri)
-            )
-        else:
-            self.experiment_id = found.experiment_id
+        self.experiment_id = self.experiment(experiment)
 
     def start_run(
         self,
@@ -131,9 +123,17 @@ class Tracker:
     def experiment(self, name: str) -> str:
         """The id of experiment ``name``, created (by this tracker's user, who then manages it) if missing."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=_embedded_artifact_root(self.tracking_uri))
+        if found is None:
+            return self.client.create_experiment(
+                name, artifact_location=_embedded_artifact_root(self.tracking_uri), tags=EXPERIMENT_KIND
+            )
+        if not all(found.tags.get(k) == v for k, v in EXPERIMENT_KIND.items()):
+            try:  # an experiment made before molfed set the kind; a read-only user just leaves it
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
+            except mlflow.exceptions.MlflowException:
+                log.debug("could not tag experiment %s with its kind", found.experiment_id)
+        return found.experiment_id
 
     def grant(self, username: str, *, permission: str, experiment_id: str = "", registered_model: str = "") -> None:
         """Give ``username`` ``permission`` (READ, EDIT, MANAGE, NO_PERMISSIONS) on an experiment or registered
@@ -162,6 +162,10 @@ class Tracker:
         if self.tracking_uri.startswith(("http://", "https://")):
             return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
         return f"run {run_id} in {self.tracking_uri}"
+
+    def params(self, run_id: str) -> dict[str, str]:
+        """The run's params (e.g. to give a child run its parent's config for MLflow's Compare page)."""
+        return dict(self.client.get_run(run_id).data.params)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

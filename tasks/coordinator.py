@@ -76,11 +76,18 @@ def log_baseline(
     test: Mapping[str, Mapping[str, float]],
     sizes: Mapping[str, Mapping[str, int]],
 ) -> str:
-    """A baseline as a child run with the federated run's metric names, so the MLflow UI can compare them."""
+    """A baseline as a child run with the federated run's metric names, so the MLflow UI can compare them: the
+    parent's params (config, partner counts) plus ``kind``, and its own small artifact, ``metrics.json`` (its test
+    metrics and validation curve per partner; MLflow's Compare page fails on runs without artifacts)."""
     run_id = tracker.start_run(run_name, parent_run_id=parent_run_id, tags={"molfed.kind": kind})
+    params = {**tracker.params(parent_run_id), "kind": kind}
+    params.update({f"n_{split}.{p}": str(n) for split, by_partner in sizes.items() for p, n in by_partner.items()})
+    tracker.log_params(run_id, params)
     for step, per_partner in enumerate(val_history, 1):
         tracker.log_metrics(run_id, split_metrics("val", per_partner, sizes["val"]), step=step)
     tracker.log_metrics(run_id, split_metrics("test", test, sizes["test"]))
+    table = {"kind": kind, "test": test, "val_by_round": list(val_history)}
+    tracker.log_json(run_id, table, "metrics.json")
     tracker.end_run(run_id)
     return run_id
 
