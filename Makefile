@@ -7,7 +7,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: setup demo test lint bench bench-large bench-sites clean
+.PHONY: setup browser demo test lint bench bench-large bench-sites clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q selenium  # the real-browser test (tests/integration/test_ui_browser.py)
+	@$(MAKE) --no-print-directory browser
 	$(BIN)/molfed init  # Prefect's database migrations once, into a template new PREFECT_HOMEs start from
 	@touch $@
+
+# Debian's headless chromium + chromedriver for the browser test; where they cannot be installed (no apt, not root)
+# the test is skipped and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null) \
+		|| echo "chromium not installed: the browser test will be skipped"; \
+	else echo "no apt-get as root: install chromium and chromium-driver for the browser test"; fi
 
 demo: setup
 	PREFECT_HOME=$(CURDIR)/.prefect $(BIN)/molfed demo
