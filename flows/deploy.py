@@ -73,6 +73,7 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
         description="Federated GNN training across partners (molfed).",
         tags=["molfed", config.mode],
         print_next_steps=False,
+        ignore_warnings=True,  # Prefect suggests .serve or a worker: molfed deploy prints the real next steps
     )
     names = [TRAINING_DEPLOYMENT]
     if config.mode == "sites":
@@ -81,7 +82,11 @@ def deploy(config: RunConfig, *, source: Path = REPO_ROOT) -> list[str]:
         for partner in config.partners:
             pool = partner_pool(partner.name)
             ensure_pool(pool)
-            job.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
-            secagg.deploy(name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False)
+            job.deploy(
+                name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False, ignore_warnings=True
+            )
+            secagg.deploy(
+                name=pool, work_pool_name=pool, tags=["molfed", "partner"], print_next_steps=False, ignore_warnings=True
+            )
             names += [f"partner-job/{pool}", f"secagg-job/{pool}"]
     return names
