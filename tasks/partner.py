@@ -1,4 +1,4 @@
-"""Partner-side tasks (local mode) and :class:`LocalPartners`, the in-process partner pool.
+"""Partner-side jobs with the run's settings (local and sites mode) and :class:`LocalPartners`, the local-mode pool.
 
 Tasks receive the run config and a partner *name*; data stays in the partner's process and workspace.
 """
@@ -7,23 +7,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import task
-from prefect.futures import PrefectFuture
 
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
+from molfed.errors import MolfedError
 from molfed.federated import baselines, faults, jobs
 from molfed.federated import partner as p
+from molfed.federated.calls import CallPolicy, call_each
 from molfed.federated.coordinator import primary_metric
 from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
 from tasks import integrity
-from tasks._options import PRIVATE
 
 
 def standardize_options(config: RunConfig) -> StandardizeOptions:
@@ -159,12 +159,10 @@ def own_mlflow(tracking_uri: str | None, partner: str, federation_run: str) -> j
     return publish
 
 
-@task(name="prepare-partner", task_run_name="prepare-{name}", **PRIVATE)
 def prepare(config: RunConfig, name: str) -> jobs.Prepared:
     return jobs.prepare(partner_data(config, name))
 
 
-@task(name="partner-round", task_run_name="round-{server_round}-{name}", **PRIVATE)
 def partner_round(
     config: RunConfig,
     name: str,
@@ -184,7 +182,6 @@ def partner_round(
     return integrity.seal(config, name, reply, run_id=state_key, server_round=server_round)
 
 
-@task(name="partner-finish", task_run_name="finish-{name}", **PRIVATE)
 def finish(
     config: RunConfig,
     name: str,
@@ -200,7 +197,6 @@ def finish(
     return finish_from_config(config, name, spec, weights, scaling, parity_task, parity_edges, champion, state_key)
 
 
-@task(name="local-only-baseline", task_run_name="local-only-{name}", **PRIVATE)
 def local_only(
     config: RunConfig,
     name: str,
@@ -221,49 +217,55 @@ def threads_per_partner(concurrent: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent))
 
 
-def gather(futures: Mapping[str, PrefectFuture]) -> tuple[dict[str, Any], list[Failure]]:
-    """Results by partner; a failed partner becomes a :class:`Failure` (failures are data, not crashes)."""
-    results, failures = {}, []
-    for name, future in futures.items():
-        future.wait()
-        if future.state.is_completed():
-            results[name] = future.result()
-        else:
-            failures.append(Failure(name, future.state.message or "failed"))
-    return results, failures
+def _not_a_user_mistake(exc: BaseException) -> bool:
+    """Retry outages and crashes, not user mistakes (a bad library stays bad)."""
+    return not isinstance(exc, MolfedError)
 
 
 class LocalPartners:
-    """Every partner in this process, each job a Prefect task (concurrent, retried)."""
+    """Every partner in this process, each job in its own thread under the engine's call policy
+    (:func:`molfed.federated.calls.call_each`: concurrent, ``federation.task_timeout_s`` per attempt,
+    ``federation.partner_retries`` retries, failures as data). Prefect sees the flow run and its log lines, not one
+    task run per partner job: retries and timeouts are the engine's, not the transport's."""
 
     share_cores = True
     """Before each fan-out, give torch :func:`threads_per_partner` threads (False: torch's own default)."""
 
     def __init__(self, config: RunConfig, tracker: object = None, run_id: str = ""):
-        """``tracker`` and ``run_id`` are unused: partners in this process report through task results."""
+        """``tracker`` and ``run_id`` are unused: partners in this process report through return values."""
         self.config = config
         self.names = [x.name for x in config.partners]
-        retries, timeout = config.federation.partner_retries, config.federation.task_timeout_s
-        self._round = partner_round.with_options(retries=retries, timeout_seconds=timeout)
-        self._finish = finish.with_options(retries=retries, timeout_seconds=timeout)
+        fed = config.federation
+        self.policy = CallPolicy(fed.partner_retries, fed.task_timeout_s, _not_a_user_mistake)
 
     def publish(self, spec: ModelSpec, scaling: Mapping[str, Sequence[float]], weights: Weights) -> None:
-        """Nothing to publish: partners in this process receive the plan as task arguments."""
+        """Nothing to publish: partners in this process receive the plan as arguments."""
 
     def close(self) -> None:
         """Nothing to close."""
 
     def _share(self, concurrent: int) -> None:
         if self.share_cores:
-            torch.set_num_threads(threads_per_partner(concurrent))  # process-wide, as concurrent tasks share it
+            torch.set_num_threads(threads_per_partner(concurrent))  # process-wide, as concurrent jobs share it
+
+    def _call(
+        self, fn: Any, names: Sequence[str], *args: Any, policy: CallPolicy | None = None
+    ) -> tuple[dict[str, Any], list[Failure]]:
+        self._share(len(names))
+        return call_each({n: partial(fn, self.config, n, *args) for n in names}, policy or self.policy)
 
     def _each(self, fn: Any, *args: Any) -> dict[str, Any]:
+        """Every partner must succeed: in one process a failure is a user mistake (bad library), not an outage."""
         self._share(len(self.names))
-        futures = {n: fn.submit(self.config, n, *args) for n in self.names}
-        return {n: f.result() for n, f in futures.items()}
+        errors: dict[str, BaseException] = {}
+        results, failures = call_each(
+            {n: partial(fn, self.config, n, *args) for n in self.names}, CallPolicy(), errors=errors
+        )
+        if failures:
+            raise errors[failures[0].partner]  # the partner's own error (e.g. an InputError naming file and row)
+        return results
 
     def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
-        """Every partner must prepare: in one process a failure is a user mistake (bad library), not an outage."""
         return self._each(prepare), []
 
     def round(
@@ -279,9 +281,7 @@ class LocalPartners:
     ) -> tuple[dict[str, jobs.RoundReply], list[Failure]]:
         """Train the round at ``partners`` (the round's sample; default: every partner)."""
         asked = self.names if partners is None else partners
-        self._share(len(asked))
-        args = (spec, weights, scaling, server_round, options, tensors, state_key)
-        return gather({n: self._round.submit(self.config, n, *args) for n in asked})
+        return self._call(partner_round, asked, spec, weights, scaling, server_round, options, tensors, state_key)
 
     def finish(
         self,
@@ -297,11 +297,10 @@ class LocalPartners:
     ) -> tuple[dict[str, jobs.FinalReport], list[Failure]]:
         """Final reports on ``weights``; ``state_key`` (the run id, as in :meth:`round`) finds partners' private
         heads. ``server_round`` and ``local_only`` matter to site pools only (here the weights are arguments and the
-        local-only baseline is its own task)."""
+        local-only baseline is its own call)."""
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
         args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
-        self._share(len(self.names))
-        return gather({n: self._finish.submit(self.config, n, *args) for n in self.names})
+        return self._call(finish, self.names, *args)
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         return self._each(local_only, spec, init, scaling)

@@ -4,7 +4,7 @@ stopped run. Prefect-free and MLflow-free.
 The loop talks to two small interfaces:
 
 - a :class:`PartnerPool` that runs a round's jobs at the partners and returns their replies and failures — in this
-  process (:class:`~molfed.federated.inprocess.InProcessPool`), as Prefect tasks (``tasks.partner.LocalPartners``)
+  process (:class:`~molfed.federated.inprocess.InProcessPool`), in job threads (``tasks.partner.LocalPartners``)
   or at site agents (``tasks.sites.SitePartners``);
 - a :class:`RunLog` that stores metrics, tags and checkpoints — MLflow (:class:`molfed.tracking.Tracker`) or
   memory (:class:`~molfed.federated.inprocess.MemoryRunLog`).

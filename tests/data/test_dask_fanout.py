@@ -46,7 +46,7 @@ def fanned(tmp_path_factory):
 
     @flow(name="dask-fanout-test")
     def prepare_alpha(config: RunConfig) -> object:
-        return prepare.submit(config, "alpha").result()
+        return prepare(config, "alpha")
 
     prepared = prepare_alpha(config)
     data = p._PREPARED[next(k for k in p._PREPARED if k[2] == str(root / "ws"))]
