@@ -140,7 +140,7 @@ def concurrent(root: Path, rounds: int, uri: str) -> bool:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("soak")
     for name in procs:
-        found = client.search_runs([exp.experiment_id], f"attributes.run_name = '{name}'")
+        found = client.search_runs([exp.experiment_id], f"attributes.run_name LIKE '{name} %'")  # name + start
         if len(found) != 1:
             print(f"concurrent: {name}: expected one run, found {len(found)}")
             ok = False

@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--prefect-home", type=Path, default=None, help="default: $PREFECT_HOME, else ~/.prefect")
     aud.add_argument("--path", action="append", default=[], type=Path, help="more files or folders (logs)")
     sub.add_parser(
-        "init", help="one-time set-up: an empty, migrated Prefect database that new PREFECT_HOMEs start from"
+        "init", help="one-time set-up: empty, migrated Prefect and MLflow databases that new stores start from"
     )
     keygen = sub.add_parser(
         "keygen", help="write a partner's update-signing key into its workspace, print the public key"
@@ -226,10 +226,11 @@ _EARLY_SERVER: Any = None
 
 
 def _init() -> int:
-    from molfed.startup import build_template
+    from molfed.startup import build_mlflow_template, build_template
 
     prefect_environment()
     print(f"Prefect database template: {build_template()}")
+    print(f"MLflow store template: {build_mlflow_template()}")
     return 0
 
 

@@ -118,6 +118,67 @@ def build_template() -> Path:
     return target
 
 
+_MLFLOW_CREATE = (
+    "import sys; from mlflow import MlflowClient; "
+    "MlflowClient(tracking_uri='sqlite:///' + sys.argv[1]).search_experiments()"
+)
+
+
+def mlflow_template_path() -> Path:
+    """Where ``molfed init`` keeps an empty, migrated MLflow SQLite store for the installed MLflow version."""
+    return Path(sys.prefix) / "share" / "molfed" / f"mlflow-{importlib.metadata.version('mlflow')}.db"
+
+
+def build_mlflow_template() -> Path:
+    """Create MLflow's tables in an empty SQLite store (a subprocess) and keep it as :func:`mlflow_template_path`:
+    a new embedded store then starts as a copy instead of running MLflow's migrations (~2 s).
+
+    Raises
+    ------
+    MolfedError
+        If MLflow cannot create the store.
+    """
+    target = mlflow_template_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="molfed-mlflow-template-") as scratch:
+        db = Path(scratch) / "mlflow.db"
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        done = subprocess.run([sys.executable, "-c", _MLFLOW_CREATE, str(db)], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise MolfedError(f"MLflow could not create its tables:\n{done.stderr[-2000:]}")
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+        os.replace(partial, target)
+    return target
+
+
+def seed_mlflow_store(uri: str) -> bool:
+    """Start a new embedded store (``sqlite:///<path>`` whose file does not exist yet) as a copy of the template;
+    True if copied. Its Default experiment then keeps artifacts in the store's ``artifacts`` folder, as molfed's
+    own experiments do. Nothing happens without a template (``molfed init`` not run) or for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    target = Path(uri.removeprefix("sqlite:///"))
+    template = mlflow_template_path()
+    if target.exists() or not template.is_file() or not target.parent.is_dir():
+        return False
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(template, partial)
+    with closing(sqlite3.connect(partial)) as con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (f"{_artifact_root(uri)}/0",)
+        )
+        con.commit()
+    try:
+        os.link(partial, target)  # fails if another process created the store meanwhile: theirs wins
+    except FileExistsError:
+        return False
+    finally:
+        partial.unlink()
+    return True
+
+
 def seed_prefect_database(home: Path) -> bool:
     """Copy the template database into ``home`` if it has no ``prefect.db`` yet; True if copied.
 

@@ -36,7 +36,7 @@ from molfed.config import ModelConfig
 from molfed.federated.types import Weights
 from molfed.federated.weights import load_weights, save_weights
 from molfed.models.model import ModelSpec
-from molfed.startup import store_uri
+from molfed.startup import seed_mlflow_store, store_uri
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class Tracker:
         """Open the store; with ``experiment``, create it if needed (partners pass None: they log into runs
         the coordinator created)."""
         self.tracking_uri = tracking_uri
+        seed_mlflow_store(tracking_uri)  # a new embedded store starts from molfed init's template
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = ""
         self._logged: dict[str, set[tuple[str, int]]] = {}

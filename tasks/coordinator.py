@@ -1,4 +1,5 @@
-"""Coordinator-side tasks: aggregation, the pooled baseline (simulation only) and MLflow logging."""
+"""Coordinator-side steps of the flow: the pooled baseline (simulation only; a Prefect task) and the end-of-run
+logging to MLflow and Prefect (plain functions: a task run each only added Prefect round trips)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,11 @@ from molfed.federated import partner as p
 from molfed.federated.coordinator import combine_partners, decide_promotion, split_metrics
 from molfed.federated.jobs import FinalReport
 from molfed.federated.partner import PartnerSummary
-from molfed.federated.strategies import RoundOutcome, Strategy
-from molfed.federated.types import Failure, Update, Weights
+from molfed.federated.types import Weights
 from molfed.models.model import ModelSpec
 from molfed.tracking import ChampionModel, Tracker
 from tasks._options import PRIVATE
 from tasks.partner import partner_data, selection, standardize_options, train_settings
-
-
-@task(name="aggregate", task_run_name="aggregate-round-{server_round}", persist_result=False)
-def aggregate(
-    strategy: Strategy,
-    server_round: int,
-    weights: Weights,
-    updates: Sequence[Update],
-    failures: Sequence[Failure],
-    min_partners: int,
-) -> RoundOutcome:
-    return strategy.run_round(server_round, weights, updates, failures, min_partners=min_partners)
 
 
 @task(name="pooled-baseline", **PRIVATE)
@@ -54,7 +42,6 @@ def pooled(
     )
 
 
-@task(name="log-partners", persist_result=False)
 def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
     """The config as params; per partner: digest, counts and reject counts as tags, metrics and datasets."""
     private = {"private_tasks", "shared_tasks", "report_private_metrics", "export_tracking_uri"}
@@ -66,7 +53,6 @@ def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Se
         tracker.log_partner_dataset(run_id, s.name, s.digest, counts)
 
 
-@task(name="log-baseline", task_run_name="log-{kind}", persist_result=False)
 def log_baseline(
     tracker: Tracker,
     parent_run_id: str,
@@ -92,7 +78,6 @@ def log_baseline(
     return run_id
 
 
-@task(name="log-figures", persist_result=False)
 def log_figures(
     tracker: Tracker,
     run_id: str,
@@ -111,7 +96,6 @@ def log_figures(
         plots.close(fig)
 
 
-@task(name="log-model", persist_result=False)
 def log_model(
     tracker: Tracker,
     run_id: str,
@@ -130,7 +114,6 @@ def log_model(
     )
 
 
-@task(name="publish-report", persist_result=False)
 def publish_report(
     rows: Sequence[Mapping[str, Any]],
     metric: str,
@@ -155,7 +138,6 @@ def publish_report(
     create_table_artifact(list(round_rows), key="round-metrics", description="per-round federated metrics")
 
 
-@task(name="decide-champion", persist_result=False)
 def decide_champion(
     tracker: Tracker,
     run_id: str,

@@ -40,7 +40,6 @@ def scaffold_digests(config: RunConfig, name: str) -> frozenset[str]:
     return overlap.scaffold_digests(library.scaffolds, overlap.local_salt())
 
 
-@task(name="log-heterogeneity", persist_result=False)
 def log_heterogeneity(
     tracker: Tracker, run_id: str, config: RunConfig, moments: Mapping[str, Mapping[str, Sequence[float]]]
 ) -> str:
@@ -57,7 +56,6 @@ def log_heterogeneity(
     return reporting.overlap_markdown(shared)
 
 
-@task(name="report-value", persist_result=False)
 def report_value(
     tracker: Tracker,
     run_id: str,

@@ -112,3 +112,22 @@ def test_template_database_is_migrated_and_seeds_only_a_home_without_one(tmp_pat
     other = tmp_path / "other"
     monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://db/prefect")
     assert not startup.seed_prefect_database(other) and not other.exists()  # Prefect's database is elsewhere
+
+
+def test_a_new_embedded_mlflow_store_starts_from_the_template(tmp_path):
+    """``molfed init`` keeps a migrated MLflow store; a new ``sqlite:///`` store starts as its copy (no migrations),
+    works, and keeps the Default experiment's artifacts in the store's own folder; an existing store is untouched."""
+    from molfed.startup import build_mlflow_template, mlflow_template_path, seed_mlflow_store
+    from molfed.tracking import Tracker
+
+    if not mlflow_template_path().is_file():
+        build_mlflow_template()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert seed_mlflow_store(uri)
+    assert not seed_mlflow_store(uri)  # exists now: left alone
+    tracker = Tracker(uri, "t")
+    run_id = tracker.start_run("r")
+    tracker.log_metrics(run_id, {"m": 1.0}, step=1)
+    assert tracker.client.get_run(run_id).data.metrics == {"m": 1.0}
+    assert tracker.client.get_experiment("0").artifact_location == (tmp_path / "artifacts").as_uri() + "/0"
+    assert not seed_mlflow_store(f"sqlite:///{tmp_path / 'missing-folder' / 'mlflow.db'}")
