@@ -24,7 +24,7 @@ their own test split. Writes ``results.csv`` (one row per partner and "all partn
     nice -n 19 .venv/bin/python bench/science.py --sets freesolv --partners 3 5 --seeds 0 1 2 3 4 \\
         --recipes default demo fedavgm+r30e1 --out bench-out/science
 
-``--quick``: every set, 3 and 5 partners, 1 seed, recipes default, demo, fedavgm and r30e1 (see the timing note in
+``--quick``: every set, 3 and 5 partners, seed 0, recipes default, demo and r60 (see the timing note in
 docs/benchmarks.md). A recipe ``a+b`` applies ``a``'s overrides then ``b``'s.
 """
 
@@ -80,6 +80,10 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "r30e1": ("federation.rounds=30", "train.epochs=1"),
     "r40e1": ("federation.rounds=40", "train.epochs=1"),
     "r30": ("federation.rounds=30",),
+    "r60": ("federation.rounds=60",),
+    "r100e1": ("federation.rounds=100", "train.epochs=1"),
+    "e5": ("train.epochs=5",),
+    "slr2": ("federation.strategy=fedavgm", "federation.strategy_options={server_lr: 2.0, momentum: 0.0}"),
     "lr3e-4": ("train.lr=0.0003",),
     "lr3e-3": ("train.lr=0.003",),
     "dropout0.1": ("model.dropout=0.1",),
@@ -87,7 +91,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 }
 """Recipe name -> ``--set`` overrides on a config naming only partners and tasks. Add a line to add a recipe."""
 
-QUICK = {"partners": [3, 5], "seeds": [0], "recipes": ["default", "demo", "fedavgm", "r30e1"]}
+QUICK = {"partners": [3, 5], "seeds": [0], "recipes": ["default", "demo", "r60"]}
 
 
 def recipe_overrides(name: str) -> tuple[str, ...]:
