@@ -37,7 +37,8 @@ from tasks.sites import SitePartners
 
 POOLS: dict[str, Any] = {"local": LocalPartners, "sites": SitePartners}
 """``mode`` -> partner pool (``pool(config, tracker, run_id)``; the engine's ``PartnerPool`` plus prepare, publish,
-finish, local_only and close). Adding a transport: one pool class and one line here (and the mode in the config)."""
+finish, local_only, close and, where ``baselines.fine_tune_epochs`` is allowed, fine_tune). Adding a transport: one
+pool class and one line here (and the mode in the config)."""
 
 
 def run_name() -> str:
@@ -197,6 +198,18 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
                 test[n][coord.LOCAL_ONLY] = local[n][0]
             kinds.append(coord.LOCAL_ONLY)
             progress.advance("baselines", "local-only done")
+        if config.baselines.fine_tune_epochs:  # personalization: each partner's own continuation of the kept model
+            tuned = pool.fine_tune(spec, weights, scaling)
+            epochs = max((len(h) for _, h in tuned.values()), default=0)
+            per_epoch = [{n: h[i] for n, (_, h) in tuned.items() if i < len(h)} for i in range(epochs)]
+            tuned_test = {n: t for n, (t, _) in tuned.items()}
+            ct.log_baseline(
+                tracker, run_id, f"{config.name}-fine-tuned", coord.FINE_TUNED, per_epoch, tuned_test, sizes
+            )
+            for n in names:
+                test[n][coord.FINE_TUNED] = tuned_test[n]
+            kinds.append(coord.FINE_TUNED)
+            progress.advance("baselines", "fine-tuning done")
         if config.baselines.pooled:
             pooled_test, pooled_history = ct.pooled(config, spec, init, scaling)
             ct.log_baseline(tracker, run_id, f"{config.name}-pooled", coord.POOLED, pooled_history, pooled_test, sizes)

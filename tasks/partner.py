@@ -110,6 +110,24 @@ def selection(config: RunConfig) -> dict[str, Any]:
     return {"select": primary_metric([t.type for t in config.tasks]), "patience": fed.patience}
 
 
+def fine_tune_from_config(
+    config: RunConfig, data: p.PartnerData, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]]
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The partner's fine-tuning of the kept global model (``baselines.fine_tune_epochs``), selected on its own
+    validation split by the run's headline metric."""
+    return baselines.fine_tune(
+        data,
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        settings=train_settings(config),
+        epochs=config.baselines.fine_tune_epochs,
+        seed=p.derive_seed(config.seed, "fine-tune", data.name),
+        metric=primary_metric([t.type for t in config.tasks]),
+        device=config.device,
+    )
+
+
 def partner_config(config: RunConfig, name: str) -> PartnerConfig:
     return next(x for x in config.partners if x.name == name)
 
@@ -208,6 +226,13 @@ def local_only(
     return local_only_from_config(config, partner_data(config, name), spec, init_weights, scaling)
 
 
+def fine_tuned(
+    config: RunConfig, name: str, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]]
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Fine-tune the kept global model on this partner alone; return test metrics and per-epoch val metrics."""
+    return fine_tune_from_config(config, partner_data(config, name), spec, weights, scaling)
+
+
 def threads_per_partner(concurrent: int) -> int:
     """torch threads for each of ``concurrent`` partner tasks training at once on this process's cores (>= 1).
 
@@ -304,3 +329,6 @@ class LocalPartners:
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         return self._each(local_only, spec, init, scaling)
+
+    def fine_tune(self, spec: ModelSpec, weights: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+        return self._each(fine_tuned, spec, weights, scaling)

@@ -71,6 +71,13 @@ def test_validation_errors_name_the_key(tmp_path, extra, message):
     assert message in str(err.value)
 
 
+def test_fine_tuning_is_refused_in_sites_mode_until_agents_run_it(tmp_path):
+    text = "mode: sites\ntasks: [{name: y}]\npartners: [{name: a}, {name: b}]\nbaselines: {pooled: false}\n"
+    assert load_config(_write(tmp_path, text)).baselines.fine_tune_epochs == 0
+    with pytest.raises(ConfigError, match="baselines.fine_tune_epochs: site agents do not run a fine-tuning job"):
+        load_config(_write(tmp_path, text), ["baselines.fine_tune_epochs=5"])
+
+
 def test_duplicate_partner_names_rejected(tmp_path):
     text = "tasks: [{name: y}]\npartners:\n  - {name: a, path: x.csv}\n  - {name: a, path: y.csv}\n"
     with pytest.raises(ConfigError, match="duplicate partner name 'a'"):

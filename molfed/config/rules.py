@@ -65,6 +65,10 @@ def check_run(config: RunConfig) -> None:
         )
     if config.mode == "sites" and config.baselines.pooled:
         raise ValueError("baselines.pooled needs every partner's data in one place; set it false in sites mode")
+    if config.mode == "sites" and config.baselines.fine_tune_epochs:
+        raise ValueError(
+            "baselines.fine_tune_epochs: site agents do not run a fine-tuning job yet; set it to 0 in sites mode"
+        )
     _check_privacy(config.privacy.mode, config.federation.strategy)
     _check_sampling(config.federation, len(config.partners))
     for partner in config.partners:

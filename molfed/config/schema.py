@@ -404,6 +404,15 @@ class BaselineConfig(_Model):
         description="Leave-one-partner-out contribution estimate: one extra federation per partner without it "
         "(same seed and budget; costs one federation per partner).",
     )
+    fine_tune_epochs: int = Field(
+        0,
+        ge=0,
+        le=1_000,
+        description="Personalization: after the last round, each partner trains the kept global model on its own "
+        "data for up to this many epochs, keeps the epoch (or the global model itself) that validates best on its "
+        "own validation split, and reports it as the column 'federated+fine-tune'; the fine-tuned model stays "
+        "with the partner. 0 = off. Local mode only for now.",
+    )
 
 
 class TrackingConfig(_Model):

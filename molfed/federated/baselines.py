@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,8 @@ class Selection:
     metric: str
     score: Callable[[Any], float | None]
     patience: int | None = None
+    keep_start: bool = False
+    """Also score the starting weights (round 0) and keep them when no round beats them (fine-tuning)."""
 
 
 def _train_rounds(
@@ -83,6 +85,10 @@ def _train_rounds(
     history: list[Any] = []
     best: tuple[int, float, dict[str, Any]] | None = None
     higher = selection is not None and higher_is_better(selection.metric)
+    if selection is not None and selection.keep_start:
+        start = selection.score(measure())
+        if start is not None and math.isfinite(start):
+            best = (0, start, copy.deepcopy(model.state_dict()))
     for r in range(1, rounds + 1):
         train_local(
             model,
@@ -123,6 +129,7 @@ def local_only_baseline(
     device: str = "cpu",
     select: str | None = None,
     patience: int | None = None,
+    keep_start: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """This partner alone, same budget as the federation: test metrics and per-round validation metrics (shared
     tasks; with private tasks the partner's whole model trains, its private head from its seeded start).
@@ -151,10 +158,41 @@ def local_only_baseline(
         seed=seed,
         val_sets={"val": data.splits["val"]},
         device=device,
-        selection=None if select is None else Selection(select, lambda h: h["val"].get(select), patience),
+        selection=None if select is None else Selection(select, lambda h: h["val"].get(select), patience, keep_start),
     )
     test = evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, splits=("test",), device=device)
     return test["test"], [h["val"] for h in history]
+
+
+def fine_tune(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    settings: TrainSettings,
+    epochs: int,
+    seed: int,
+    metric: str,
+    device: str = "cpu",
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Personalization: the federation's selected global model trained on this partner's training split alone for
+    up to ``epochs`` epochs (the run's optimizer and learning rate, one epoch per step), keeping the epoch whose
+    validation ``metric`` on the partner's own validation split is best — or the global model itself when no epoch
+    beats it, so fine-tuning never reports a model that validated worse than the one it started from. Returns test
+    metrics and the validation metrics after each epoch; the fine-tuned weights stay with the partner."""
+    return local_only_baseline(
+        data,
+        spec=spec,
+        init_weights=weights,
+        scaling=scaling,
+        settings=replace(settings, epochs=1),
+        rounds=epochs,
+        seed=seed,
+        device=device,
+        select=metric,
+        keep_start=True,
+    )
 
 
 def _local_only_with_private(

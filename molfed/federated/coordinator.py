@@ -16,8 +16,9 @@ from molfed.federated.weights import get_weights
 from molfed.models.model import ModelSpec, build_model
 from molfed.train.metrics import higher_is_better
 
-#: Model kinds compared in every run.
+#: Model kinds compared in every run (fine-tuned: each partner's personalization of the federated model).
 FEDERATED, LOCAL_ONLY, POOLED = "federated", "local-only", "pooled"
+FINE_TUNED = "federated+fine-tune"
 ALL_PARTNERS = "all partners"
 
 

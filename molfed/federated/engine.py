@@ -37,7 +37,7 @@ from molfed.federated.types import Failure, QuorumError, Weights
 from molfed.models.model import ModelSpec
 from molfed.train.metrics import higher_is_better
 
-BASELINE_KINDS = (coord.LOCAL_ONLY, coord.POOLED)
+BASELINE_KINDS = (coord.LOCAL_ONLY, coord.POOLED, coord.FINE_TUNED)
 """Child runs of a federation redone (deleted first) when it resumes."""
 
 

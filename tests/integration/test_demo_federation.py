@@ -40,6 +40,7 @@ def demo(tmp_path_factory):
         f"tracking.tracking_uri={uri}",
         f"federation.rounds={ROUNDS}",
         "train.epochs=2",
+        "baselines.fine_tune_epochs=2",
         "tracking.registered_model=molfed-test",
         "tracking.experiment=molfed-test",
     ]
@@ -55,8 +56,19 @@ def test_flow_reports_federated_local_and_pooled_per_partner(demo):
     rows = demo.result["rows"]
     assert [r["partner"] for r in rows] == ["alpha", "beta", "gamma", "all partners"]
     for row in rows:
-        for kind in ("federated", "local-only", "pooled"):
+        for kind in ("federated", "local-only", "pooled", "federated+fine-tune"):
             assert np.isfinite(row[kind]) and row[kind] > 0
+
+
+def test_the_fine_tuned_child_run_holds_the_numbers_of_the_report(demo):
+    children = demo.client.search_runs(
+        [demo.result["experiment_id"]], f"tags.mlflow.parentRunId = '{demo.result['run_id']}'"
+    )
+    (tuned,) = [r for r in children if r.data.tags.get("molfed.kind") == "federated+fine-tune"]
+    rows = {r["partner"]: r for r in demo.result["rows"]}
+    for name in ("alpha", "beta", "gamma", "all partners"):
+        key = "test_rmse" if name == "all partners" else f"test_rmse.{name}"
+        assert tuned.data.metrics[key] == pytest.approx(rows[name]["federated+fine-tune"])
 
 
 def test_prefect_recorded_a_completed_flow_run(demo):
@@ -99,7 +111,7 @@ def test_baselines_are_comparable_child_runs(demo):
     exp = client.get_experiment_by_name("molfed-test")
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{demo.result['run_id']}'")
     kinds = {r.data.tags["molfed.kind"]: r for r in children}
-    assert set(kinds) == {"local-only", "pooled"}
+    assert set(kinds) == {"local-only", "pooled", "federated+fine-tune"}
     for r in kinds.values():
         assert {"test_rmse.alpha", "test_rmse.beta", "test_rmse.gamma"} <= set(r.data.metrics)
 
