@@ -88,6 +88,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "lr3e-3": ("train.lr=0.003",),
     "dropout0.1": ("model.dropout=0.1",),
     "wd1e-4": ("train.weight_decay=0.0001",),
+    "cos": ("train.lr_schedule=cosine",),
+    "warm3": ("train.warmup_rounds=3",),
 }
 """Recipe name -> ``--set`` overrides on a config naming only partners and tasks. Add a line to add a recipe."""
 
@@ -155,7 +157,7 @@ def federated_curve(config: RunConfig, partners: Sequence[p.PartnerData]) -> tup
         task_names=[t.name for t in config.tasks],
         task_types=[t.type for t in config.tasks],
     )
-    settings = p.TrainSettings(**config.train.model_dump())
+    settings = p.TrainSettings(**config.train.model_dump(), rounds=config.federation.rounds)
     fed = config.federation
     init = coord.initial_weights(spec, config.seed)
     result = run_federation(

@@ -32,7 +32,16 @@ def standardize_options(config: RunConfig) -> StandardizeOptions:
 
 def train_settings(config: RunConfig) -> p.TrainSettings:
     t = config.train
-    return p.TrainSettings(t.epochs, t.batch_size, t.optimizer, t.lr, t.weight_decay)
+    return p.TrainSettings(
+        t.epochs,
+        t.batch_size,
+        t.optimizer,
+        t.lr,
+        t.weight_decay,
+        lr_schedule=t.lr_schedule,
+        warmup_rounds=t.warmup_rounds,
+        rounds=config.federation.rounds,
+    )
 
 
 def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:

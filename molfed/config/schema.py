@@ -310,6 +310,14 @@ class TrainConfig(_Model):
         description="Local learning rate (e.g. 0.001 for adam; type the value, the form steps by 0.01).",
     )
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay coefficient (0 = off).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="Local learning rate across rounds: constant, or cosine (from lr down to a tenth of it at the "
+        "last round). The baselines follow the same schedule over their rounds.",
+    )
+    warmup_rounds: int = Field(
+        0, ge=0, le=10_000, description="Rounds over which the learning rate rises linearly to lr (0 = none)."
+    )
 
 
 class FederationConfig(_Model):

@@ -96,7 +96,7 @@ def _train_rounds(
             epochs=settings.epochs,
             batch_size=settings.batch_size,
             optimizer=settings.optimizer,
-            lr=settings.lr,
+            lr=settings.lr_at(r),
             weight_decay=settings.weight_decay,
             seed=derive_seed(seed, "alone", r),
         )
@@ -186,7 +186,7 @@ def fine_tune(
         spec=spec,
         init_weights=weights,
         scaling=scaling,
-        settings=replace(settings, epochs=1),
+        settings=replace(settings, epochs=1, lr_schedule="constant", warmup_rounds=0),
         rounds=epochs,
         seed=seed,
         device=device,

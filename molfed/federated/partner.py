@@ -38,6 +38,7 @@ from molfed.models.model import ModelSpec, MoleculeModel, build_model, is_privat
 from molfed.privacy import DP_MAX_GRAD_NORM, DP_NOISE_MULTIPLIER, DP_NOISE_SEED
 from molfed.privacy.dpsgd import dp_settings_from_options
 from molfed.train.local import evaluate, label_moments, train_local
+from molfed.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,14 @@ class TrainSettings:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    """Across rounds (:mod:`molfed.train.schedule`); ``rounds`` is the schedule's length."""
+    warmup_rounds: int = 0
+    rounds: int = 1
+
+    def lr_at(self, server_round: int) -> float:
+        """The local learning rate of round ``server_round`` (1-based)."""
+        return self.lr * lr_factor(self.lr_schedule, server_round, self.rounds, self.warmup_rounds)
 
 
 _PREPARED: dict[tuple[object, ...], PartnerData] = {}
@@ -324,7 +333,7 @@ def local_update(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         optimizer=settings.optimizer,
-        lr=settings.lr,
+        lr=settings.lr_at(server_round),
         weight_decay=settings.weight_decay,
         seed=seed,
         proximal_mu=float(options.get(PROXIMAL_MU, proximal_mu)),
