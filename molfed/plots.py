@@ -21,9 +21,21 @@ from matplotlib.figure import Figure  # noqa: E402
 MIN_CELL_COUNT = 5
 
 
+def parity_bins(n_test: int) -> int:
+    """Bins per axis for a partner with ``n_test`` test molecules: about two molecules per cell of a diagonal-heavy
+    grid, 4 to 12, so that a small partner's cells are not all below :data:`MIN_CELL_COUNT` and blanked."""
+    return int(np.clip(np.sqrt(max(n_test, 0) / 2), 4, 12))
+
+
 def parity_edges(mean: float, std: float, bins: int = 12) -> list[float]:
-    """Common bin edges for every partner: federation mean +- 3 std (from shared aggregates only)."""
-    return np.linspace(mean - 3 * std, mean + 3 * std, bins + 1).tolist()
+    """Common bin edges for every partner: federation mean +- 2.5 std (from shared aggregates only); values outside
+    fall into the edge bins."""
+    return np.linspace(mean - 2.5 * std, mean + 2.5 * std, bins + 1).tolist()
+
+
+def axis_label(quantity: str, unit: str | None) -> str:
+    """``quantity (unit)``, or ``quantity`` without a unit."""
+    return f"{quantity} ({unit})" if unit else quantity
 
 
 def binned_parity(
@@ -42,8 +54,13 @@ def binned_parity(
     return counts.astype(int).tolist()
 
 
-def learning_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], metric: str) -> Figure:
-    """One panel per partner: ``metric`` on its validation split per round, one line per model kind."""
+def learning_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]], metric: str, unit: str | None = None
+) -> Figure:
+    """One panel per partner: ``metric`` on its validation split per round, one line per model kind; ``unit``
+    labels the axis of a metric in the task's unit (RMSE, MAE)."""
+    from matplotlib.ticker import MaxNLocator
+
     partners = list(curves)
     fig, axes = plt.subplots(1, len(partners), figsize=(4 * len(partners), 3.2), squeeze=False, sharey=True)
     for ax, partner in zip(axes[0], partners, strict=True):
@@ -51,27 +68,57 @@ def learning_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], metric:
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=kind)
         ax.set_title(partner)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"validation {metric}")
+    axes[0][0].set_ylabel(axis_label(f"validation {metric}", unit if metric in ("rmse", "mae") else None))
     axes[0][-1].legend()
     fig.tight_layout()
     return fig
 
 
-def parity_heatmaps(counts: Mapping[str, Sequence[Sequence[int]]], edges: Sequence[float], task: str) -> Figure:
-    """Binned parity plot (measured vs predicted) of the final model on each partner's test split."""
-    partners = list(counts)
-    fig, axes = plt.subplots(1, len(partners), figsize=(4 * len(partners), 3.8), squeeze=False)
+def parity_heatmaps(
+    counts: Mapping[str, Sequence[Sequence[int]]], edges: Sequence[float], task: str, unit: str | None = None
+) -> Figure:
+    """Binned parity plot (measured vs predicted) of the kept model on each partner's test split, plus the sum over
+    partners; each cell shows its count (cells under :data:`MIN_CELL_COUNT` were blanked at the partner)."""
+    panels = {name: np.asarray(c, dtype=float) for name, c in counts.items() if np.asarray(c).size}
+    if len(panels) > 1:
+        panels["all partners"] = sum(panels.values())  # type: ignore[assignment]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.6 * max(1, len(panels)), 3.8), squeeze=False)
     lo, hi = edges[0], edges[-1]
-    for ax, partner in zip(axes[0], partners, strict=True):
-        grid = np.asarray(counts[partner], dtype=float).T  # rows = predicted bins for imshow's y axis
-        grid[grid == 0] = np.nan
-        ax.imshow(grid, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis", aspect="equal")
+    width = (hi - lo) / max(1, len(edges) - 1)
+    for ax, (name, grid) in zip(axes[0], panels.items(), strict=False):
+        shown = grid.T.copy()  # rows = predicted bins for imshow's y axis
+        ax.imshow(np.where(shown == 0, np.nan, shown), origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
+        for i, j in zip(*np.nonzero(shown), strict=True):
+            x, y = lo + (j + 0.5) * width, lo + (i + 0.5) * width
+            ax.text(x, y, str(int(shown[i, j])), ha="center", va="center", fontsize=7, color="white")
         ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
-        ax.set_title(partner)
-        ax.set_xlabel(f"measured {task}")
-        ax.set_ylabel(f"predicted {task}")
-    fig.suptitle(f"test split, binned; cells with < {MIN_CELL_COUNT} molecules hidden", fontsize=9)
+        ax.set_title(f"{name} ({int(grid.sum())} shown)")
+        ax.set_xlabel(axis_label(f"measured {task}", unit))
+        ax.set_ylabel(axis_label(f"predicted {task}", unit))
+    fig.suptitle(
+        f"test split, binned (edge bins hold values beyond them); cells with < {MIN_CELL_COUNT} molecules hidden",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def parity_scatter(y_true: np.ndarray, y_pred: np.ndarray, task: str, *, title: str, unit: str | None = None) -> Figure:
+    """Every molecule as a point, with RMSE in the title: for the partner's own workspace only, never a shared
+    store (it shows each measured value)."""
+    mask = ~(np.isnan(y_true) | np.isnan(y_pred))
+    t, p = y_true[mask], y_pred[mask]
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.scatter(t, p, s=12, alpha=0.7)
+    if t.size:
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+        title += f"; n = {t.size}, RMSE {float(np.sqrt(np.mean((t - p) ** 2))):.3g}"
+    ax.set_xlabel(axis_label(f"measured {task}", unit))
+    ax.set_ylabel(axis_label(f"predicted {task}", unit))
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
+from typing import Any
 
 from molfed.federated.overlap import Overlap
 from molfed.federated.partner import PartnerSummary
@@ -74,11 +75,31 @@ def curves_from_history(
     return curves
 
 
+def round_table(
+    rows: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, Mapping[str, float]]], metric: str
+) -> list[dict[str, Any]]:
+    """The per-round table of the report: round, partners asked, train loss, the global model's validation
+    ``metric`` over all partners and per partner (``val_<metric>.<partner>``), numbers to 4 significant digits."""
+
+    def short(value: Any) -> Any:
+        return float(f"{value:.4g}") if isinstance(value, float) else value
+
+    table = []
+    for i, row in enumerate(rows):
+        out = {k: short(v) for k, v in row.items() if k == "round" or k == "sampled" or not k.startswith("partners_")}
+        per_partner = val[i] if i < len(val) else {}
+        out.update({f"val_{metric}.{n}": short(m.get(metric)) for n, m in per_partner.items() if metric in m})
+        table.append(out)
+    return table
+
+
 def _cell(value: object, fmt: str = ".3f") -> str:
     return format(value, fmt) if isinstance(value, float) else "–"
 
 
-def results_markdown(rows: Sequence[Mapping[str, object]], metric: str, kinds: Sequence[str]) -> str:
+def results_markdown(
+    rows: Sequence[Mapping[str, object]], metric: str, kinds: Sequence[str], unit: str | None = None
+) -> str:
     """A Markdown table of the per-partner comparison on each partner's test split; with a local-only baseline,
     a last column gives federation's relative gain over training alone (+ = better off federated)."""
     gain = "federated" in kinds and "local-only" in kinds
@@ -94,7 +115,11 @@ def results_markdown(rows: Sequence[Mapping[str, object]], metric: str, kinds: S
             )
             cells.append(_cell(value, "+.1%"))
         body += f"| {row['partner']} | {' | '.join(cells)} |\n"
-    return f"Test {metric} per partner (scaffold split)\n\n{head}{body}"
+    shown = f"{metric} ({unit})" if unit and metric in ("rmse", "mae") else metric
+    all_rows = (
+        "RMSE over the union of the test splits" if metric == "rmse" else "size-weighted mean of partners' values"
+    )
+    return f"Test {shown} per partner (scaffold split; all partners: {all_rows})\n\n{head}{body}"
 
 
 def fairness_markdown(fair: Mapping[str, Mapping[str, float]], metric: str) -> str:

@@ -86,12 +86,13 @@ def log_figures(
     parity: Mapping[str, Sequence[Sequence[int]]] | None,
     edges: Sequence[float],
     task_name: str,
+    unit: str | None = None,
 ) -> None:
-    fig = plots.learning_curves(curves, metric)
+    fig = plots.learning_curves(curves, metric, unit)
     tracker.log_figure(run_id, fig, "plots/learning_curves.png")
     plots.close(fig)
     if parity:
-        fig = plots.parity_heatmaps(parity, edges, task_name)
+        fig = plots.parity_heatmaps(parity, edges, task_name, unit)
         tracker.log_figure(run_id, fig, "plots/parity_test.png")
         plots.close(fig)
 
@@ -123,11 +124,13 @@ def publish_report(
     run_link: str,
     decision: str,
     extra: str = "",
+    unit: str | None = None,
 ) -> None:
-    """Prefect artifacts: a Markdown report and a table of per-round metrics (aggregates only)."""
+    """Prefect artifacts: a Markdown report and a table of per-round metrics (aggregates only; ``round_rows`` as
+    :func:`molfed.reporting.round_table` makes them)."""
     lines = [
         f"# Federation report\n\nMLflow run: {run_link}\n",
-        reporting.results_markdown(rows, metric, kinds),
+        reporting.results_markdown(rows, metric, kinds, unit),
         extra,
         f"\nRounds: {len(round_rows)}\n\n**Champion:** {decision}\n",
         "\n| partner | molecules | rejects |",

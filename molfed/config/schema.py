@@ -86,6 +86,13 @@ class TaskSpec(_Model):
     type: Literal["regression", "classification"] = Field(
         "regression", description="regression (MSE loss) or binary classification (BCE-with-logits loss)."
     )
+    unit: str | None = Field(
+        None,
+        max_length=32,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Unit of a regression task's labels, e.g. kcal/mol or log10(mol/L): shown on plot axes and in "
+        "the report next to RMSE and MAE.",
+    )
 
 
 class PrivateTaskSpec(_Model):

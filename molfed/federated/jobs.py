@@ -113,9 +113,22 @@ def finish_job(
         data, spec=spec, weights=weights, scaling=scaling, splits=("val", "test"), device=device
     )
     parity: list[list[int]] = []
-    if parity_task is not None:
+    if parity_task is not None and not (data.layout is not None and not data.layout.has_shared):
+        predictions = p.predict_test_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
         parity = p.parity_counts(
-            data, spec=spec, weights=weights, scaling=scaling, task_index=parity_task, edges=parity_edges, device=device
+            data,
+            spec=spec,
+            weights=weights,
+            scaling=scaling,
+            task_index=parity_task,
+            edges=parity_edges,
+            predictions=predictions,
+        )
+        if data.workspace is not None:  # the full scatter stays with the partner
+            own_parity_plot(data, predictions, parity_task, spec.task_names[parity_task], state_key)
+    elif parity_task is not None:
+        parity = p.parity_counts(
+            data, spec=spec, weights=weights, scaling=scaling, task_index=parity_task, edges=parity_edges
         )
     champion_val = None
     if champion is not None:
@@ -167,6 +180,23 @@ def export_private_model(
     if publish is not None:
         publish(directory, metrics)
     return directory
+
+
+def own_parity_plot(
+    data: p.PartnerData, predictions: tuple[Any, Any], task_index: int, task: str, state_key: str
+) -> Path:
+    """Every test molecule as a point (measured vs predicted): ``<workspace>/reports/<state_key>/parity_test.png``,
+    for the partner's eyes only (what leaves the partner is the binned, thresholded view)."""
+    from molfed import plots
+
+    assert data.workspace is not None
+    target = Path(data.workspace) / "reports" / safe_name(state_key) / "parity_test.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    y_true, y_pred = predictions
+    fig = plots.parity_scatter(y_true[:, task_index], y_pred[:, task_index], task, title=f"{data.name}, test split")
+    fig.savefig(target, dpi=100)
+    plots.close(fig)
+    return target
 
 
 def model_dir(workspace: Path, state_key: str) -> Path:

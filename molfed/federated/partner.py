@@ -436,6 +436,21 @@ def combine_moments(moments: Sequence[Mapping[str, Sequence[float]]], n_tasks: i
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
+def predict_test_split(
+    data: PartnerData,
+    *,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measured and predicted values (``[n, tasks]`` each, original units) on the test split: partner-side only."""
+    from molfed.train.local import predict_graphs
+
+    model = materialize(spec, weights, scaling, device)
+    return predict_graphs(model, data.splits["test"])
+
+
 def parity_counts(
     data: PartnerData,
     *,
@@ -445,13 +460,13 @@ def parity_counts(
     task_index: int,
     edges: Sequence[float],
     device: str = "cpu",
+    predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[int]]:
-    """Binned (measured, predicted) counts on the test split, sparse cells blanked: safe to leave the partner."""
+    """Binned (measured, predicted) counts on the test split, sparse cells blanked: safe to leave the partner.
+    ``predictions`` (from :func:`predict_test_split`) saves predicting again."""
     from molfed.plots import binned_parity
-    from molfed.train.local import predict_graphs
 
     if data.layout is not None and not data.layout.has_shared:  # no shared labels: an empty histogram
         return binned_parity(np.zeros(0), np.zeros(0), edges)
-    model = materialize(spec, weights, scaling, device)
-    y_true, y_pred = predict_graphs(model, data.splits["test"])
+    y_true, y_pred = predictions or predict_test_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
     return binned_parity(y_true[:, task_index], y_pred[:, task_index], edges)

@@ -119,6 +119,7 @@ def test_finish_exports_a_loadable_model_that_predicts_private_tasks(tmp_path):
     )
     assert set(report.private) == {"val", "test"} and "rmse.mp" in report.private["test"]
     assert "rmse" in report.test and "rmse.mp" not in report.test  # shared metrics stay about shared tasks
+    assert (tmp_path / "reports" / "run" / "parity_test.png").stat().st_size > 0  # the full scatter stays here
     model, info = ph.load_exported_model(jobs.model_dir(tmp_path, "run"))
     assert info["spec"]["task_names"] == ["y", "mp", "active"]
     in_process = p.private_model(data, spec=SPEC, weights=weights, scaling=SCALING, state_key="run")
