@@ -29,6 +29,7 @@ from molfed.federated.sampling import sample_partners
 from molfed.federated.strategies import build_strategy
 from molfed.federated.types import QuorumError
 from molfed.tracking import Tracker, resolve_tracking_uri
+from tasks import calibration as cal_t
 from tasks import coordinator as ct
 from tasks import integrity
 from tasks import value as vt
@@ -222,7 +223,12 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
         parity = {n: final[n].parity for n in names} if j is not None else None
         ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0])
         nested = config.tracking.parent_run_id is not None  # a leave-one-out federation: an estimate, not a model
-        model_uri, version = (None, None) if nested else ct.log_model(tracker, run_id, config, spec, weights, scaling)
+        calibration, calibration_md = (
+            (None, "") if nested else cal_t.calibrate(pool, config, tracker, run_id, spec, weights, scaling)
+        )  # the kept model's intervals, sets and domain, from partners' aggregates
+        model_uri, version = (
+            (None, None) if nested else ct.log_model(tracker, run_id, config, spec, weights, scaling, calibration)
+        )
         decision = ct.decide_champion(tracker, run_id, config, version, champion, final, sizes["val"])
         rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
         loo = ""
@@ -232,7 +238,14 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
         _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, layout.RESULTS)
         ct.publish_report(
-            rows, metric, kinds, loop.history.rows, summaries, tracker.run_link(run_id), decision, value_md
+            rows,
+            metric,
+            kinds,
+            loop.history.rows,
+            summaries,
+            tracker.run_link(run_id),
+            decision,
+            value_md + calibration_md,
         )
         pool.close()
         tracker.end_run(run_id)

@@ -145,6 +145,32 @@ def value_bars(rows: Sequence[Mapping[str, object]], metric: str, kinds: Sequenc
     return fig
 
 
+def coverage_plot(rows: Sequence[Mapping[str, object]]) -> Figure:
+    """Nominal vs empirical coverage of the conformal intervals/sets on each partner's test split and their union.
+
+    ``rows``: ``{partner, level, coverage, n}`` (:func:`molfed.federated.calibration.coverage_table`); a partner's
+    grey band is the binomial 95 % range of coverage an exact ``level`` would give on its ``n`` labels."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    partners = list(dict.fromkeys(str(r["partner"]) for r in rows))
+    for partner in partners:
+        mine = [r for r in rows if str(r["partner"]) == partner]
+        levels = [float(r["level"]) for r in mine]  # type: ignore[arg-type]
+        cover = [float(r["coverage"]) for r in mine]  # type: ignore[arg-type]
+        style = {"color": "black", "linewidth": 2} if partner == "all" else {"linewidth": 1}
+        ax.plot(levels, cover, marker="o", markersize=4, label=partner, **style)  # type: ignore[arg-type]
+    lo, hi = 0.5, 1.0
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo - 0.1, 1.02)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("empirical coverage (test split)")
+    ax.set_title("conformal calibration: nominal vs empirical", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def png_data_uri(fig: Figure, dpi: int = 72) -> str:
     """The figure as a ``data:image/png;base64,...`` URI (for Markdown that cannot link local files)."""
     buffer = io.BytesIO()

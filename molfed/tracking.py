@@ -33,6 +33,7 @@ from molfed import layout
 from molfed.chem.featurize import ATOM_DIM, BOND_DIM
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import ModelConfig
+from molfed.federated.conformal import Calibration
 from molfed.federated.types import Weights
 from molfed.federated.weights import load_weights, save_weights
 from molfed.models.model import ModelSpec
@@ -325,8 +326,12 @@ class Tracker:
         scaling: Mapping[str, Sequence[float]],
         standardize: StandardizeOptions,
         registered_model: str | None,
+        calibration: Calibration | None = None,
     ) -> tuple[str, str | None]:
         """Log the model as an MLflow pyfunc that takes a ``smiles`` column, and register it.
+
+        ``calibration`` (conformal intervals and sets, temperatures, the applicability domain) is stored in
+        ``model.json`` beside the weights, so the registered version carries the calibration of exactly its weights.
 
         The pyfunc (``python_model.pkl`` + ``code/``) is for ``mlflow models predict`` and
         ``mlflow.pyfunc.load_model``, which unpickle it: only for a store you trust. :func:`load_model` (``molfed
@@ -342,6 +347,8 @@ class Tracker:
             save_weights(weights, str(weights_path))
             meta_path = Path(tmp) / "model.json"
             meta = {"spec": spec.to_dict(), "scaling": dict(scaling), "standardize": asdict(standardize)}
+            if calibration is not None:
+                meta["calibration"] = asdict(calibration)
             meta_path.write_text(json.dumps(meta, indent=2))
             artifacts = {"weights": str(weights_path), "meta": str(meta_path)}
             example = pd.DataFrame({"smiles": list(EXAMPLE_SMILES)})
@@ -404,6 +411,8 @@ class ModelFile(BaseModel):
     scaling: _Scaling
     """Regression target means and standard deviations, one per task."""
     standardize: StandardizeOptions
+    calibration: Calibration | None = None
+    """Conformal calibration and applicability domain (absent in models logged before issue 18, or uncalibrated)."""
 
 
 def parse_model_file(text: str | bytes) -> ModelFile:
@@ -440,8 +449,35 @@ def parse_model_file(text: str | bytes) -> ModelFile:
     elif (len(meta.scaling.mean), len(meta.scaling.std)) != (n_tasks, n_tasks):
         problem = f"scaling: got {len(meta.scaling.mean)} means and {len(meta.scaling.std)} stds, expected {n_tasks}"
     else:
-        return meta
+        problem = (calibration_problem(meta.calibration, spec) if meta.calibration is not None else None) or ""
+        if not problem:
+            return meta
     raise ValueError(f"model.json: {problem}")
+
+
+def calibration_problem(cal: Calibration, spec: ModelSpec) -> str | None:
+    """Why a ``model.json``'s calibration does not fit its model, or None."""
+    n_levels = len(cal.levels)
+    if cal.method not in ("federated", "mondrian"):
+        return f"calibration.method: got {cal.method!r}, expected 'federated' or 'mondrian'"
+    if not cal.levels or any(not 0.0 < a < 1.0 for a in cal.levels):
+        return "calibration.levels: expected at least one level, each strictly between 0 and 1"
+    if [(t.name, t.type) for t in cal.tasks] != list(zip(spec.task_names, spec.task_types, strict=True)):
+        return "calibration.tasks: expected one entry per task of the spec, same names, types and order"
+    for i, t in enumerate(cal.tasks):
+        lengths = (len(t.half_widths),) if t.type == "regression" else (len(t.include_0_to), len(t.include_1_from))
+        if any(n != n_levels for n in lengths) or (t.type == "classification" and not (t.temperature or 0) > 0):
+            return f"calibration.tasks.{i}: expected {n_levels} values per level (and a positive temperature)"
+        if any(w is not None and w < 0 for w in t.half_widths):
+            return f"calibration.tasks.{i}.half_widths: expected non-negative values"
+    d = cal.domain
+    if d is not None:
+        size = spec.hidden_channels
+        if len(d.mean) != size or len(d.precision) != size or any(len(row) != size for row in d.precision):
+            return f"calibration.domain: expected a mean of {size} and a {size}x{size} precision matrix"
+        if not 0.0 < d.level < 1.0 or (d.threshold is not None and d.threshold < 0):
+            return "calibration.domain: expected 0 < level < 1 and a non-negative threshold"
+    return None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -551,6 +587,7 @@ class MoleculePyfunc(PythonModel):
         meta = parse_model_file(Path(meta_path).read_bytes())
         self.spec = meta.spec
         self.standardize = meta.standardize
+        self.calibration = meta.calibration
         self.model = materialize(self.spec, load_weights(str(weights_path)), meta.scaling.model_dump())
         self.model.eval()
 
@@ -559,7 +596,12 @@ class MoleculePyfunc(PythonModel):
 
         if "smiles" not in model_input.columns:
             raise ValueError(f"input needs a 'smiles' column; got columns {list(model_input.columns)}")
-        return predict_smiles(self.model, model_input["smiles"].astype(str).tolist(), standardize=self.standardize)
+        return predict_smiles(
+            self.model,
+            model_input["smiles"].astype(str).tolist(),
+            standardize=self.standardize,
+            calibration=getattr(self, "calibration", None),
+        )
 
 
 def log_partner_model(

@@ -13,6 +13,7 @@ from molfed import plots, reporting
 from molfed.config import RunConfig
 from molfed.federated import baselines
 from molfed.federated import partner as p
+from molfed.federated.conformal import Calibration
 from molfed.federated.coordinator import combine_partners, decide_promotion, split_metrics
 from molfed.federated.jobs import FinalReport
 from molfed.federated.partner import PartnerSummary
@@ -104,6 +105,7 @@ def log_model(
     spec: ModelSpec,
     weights: Weights,
     scaling: Mapping[str, Sequence[float]],
+    calibration: Calibration | None = None,
 ) -> tuple[str, str | None]:
     return tracker.log_model(
         run_id,
@@ -112,6 +114,7 @@ def log_model(
         scaling=scaling,
         standardize=standardize_options(config),
         registered_model=config.tracking.registered_model,
+        calibration=calibration,
     )
 
 

@@ -16,7 +16,7 @@ import torch
 from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
 from molfed.errors import MolfedError
-from molfed.federated import baselines, faults, jobs
+from molfed.federated import baselines, calibration, faults, jobs
 from molfed.federated import partner as p
 from molfed.federated.calls import CallPolicy, call_each
 from molfed.federated.coordinator import primary_metric
@@ -64,7 +64,14 @@ def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
         split_fractions=config.data.split_fractions,
         seed=config.seed,
         workers=config.data.workers,
+        calibration_fraction=calibration_fraction(config),
     )
+
+
+def calibration_fraction(config: RunConfig) -> float:
+    """The share of training held out for calibration (0: none carved; ``source: val`` calibrates on validation)."""
+    c = config.calibration
+    return c.fraction if c.active(config.mode) and c.source == "holdout" else 0.0
 
 
 def round_from_config(
@@ -242,6 +249,36 @@ def fine_tuned(
     return fine_tune_from_config(config, partner_data(config, name), spec, weights, scaling)
 
 
+def calibrate(
+    config: RunConfig,
+    name: str,
+    step: str,
+    spec: ModelSpec,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    payload: Mapping[str, Any],
+    state_key: str,
+) -> Any:
+    """A partner's calibration ``step`` (:mod:`molfed.federated.calibration`); under secure aggregation its sums are
+    held for the secure sum and the reply carries nothing."""
+    faults.inject(name, "calibrate")
+    data = partner_data(config, name)
+    out = calibration.run_step(
+        data,
+        step,
+        spec=spec,
+        weights=weights,
+        scaling=scaling,
+        payload=payload,
+        device=config.device,
+        state_key=state_key,
+    )
+    if config.secure_aggregation.enabled and step != "measure":
+        calibration.hold(name, out, run_id=state_key, step=step)
+        return None
+    return out
+
+
 def threads_per_partner(concurrent: int) -> int:
     """torch threads for each of ``concurrent`` partner tasks training at once on this process's cores (>= 1).
 
@@ -335,6 +372,18 @@ class LocalPartners:
         parts = (champion.spec, champion.weights, champion.scaling) if champion else None
         args = (spec, weights, scaling, parity_task, parity_edges, parts, state_key)
         return self._call(finish, self.names, *args)
+
+    def calibrate(
+        self,
+        step: str,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        payload: Mapping[str, Any],
+        state_key: str = "default",
+    ) -> tuple[dict[str, Any], list[Failure]]:
+        """A calibration step at every partner (:class:`molfed.federated.calibration.CalibrationPool`)."""
+        return self._call(calibrate, self.names, step, spec, weights, scaling, payload, state_key)
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         return self._each(local_only, spec, init, scaling)

@@ -15,6 +15,7 @@ from molfed.config.base import RESERVED_PARTNER_NAMES, check_name
 from molfed.config.loading import apply_overrides, load_config, parse_config
 from molfed.config.schema import (
     BaselineConfig,
+    CalibrationConfig,
     ChampionConfig,
     DaskConfig,
     DataConfig,
@@ -37,6 +38,7 @@ from molfed.config.site import SiteConfig, load_site_config, site_run_config
 __all__ = [
     "RESERVED_PARTNER_NAMES",
     "BaselineConfig",
+    "CalibrationConfig",
     "ChampionConfig",
     "DaskConfig",
     "DataConfig",

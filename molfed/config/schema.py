@@ -430,6 +430,58 @@ class BaselineConfig(_Model):
     )
 
 
+class CalibrationConfig(_Model):
+    """Trust in every prediction: conformal intervals (regression), calibrated probabilities and conformal sets
+    (classification) and an applicability-domain flag, calibrated across partners on the kept model
+    (docs/user-guide.md#prediction-intervals-and-the-applicability-domain)."""
+
+    model_config = _form("enabled", "levels", "method")
+
+    enabled: bool | None = Field(
+        None,
+        description="Calibrate the kept model and ship the calibration with it. Default (empty): on in local mode; "
+        "sites mode does not calibrate yet (turning it on there is refused).",
+    )
+    levels: list[float] = Field(
+        default_factory=lambda: [0.8, 0.9, 0.95],
+        min_length=1,
+        max_length=6,
+        description="Nominal coverages of the intervals and sets, each strictly between 0.5 and 1, e.g. 0.9.",
+    )
+    method: Literal["federated", "mondrian"] = Field(
+        "federated",
+        description="federated: one calibration from all partners' pooled score histograms (valid when a new "
+        "molecule is like a random partner's). mondrian: each partner also builds its own, measures with it and keeps "
+        "it in its workspace; the shipped model carries the federated one.",
+    )
+    source: Literal["holdout", "val"] = Field(
+        "holdout",
+        description="holdout: carve 'fraction' of each partner's training split, by scaffold, for calibration only "
+        "(trained on by nobody). val: reuse the validation split (no molecules taken from training, but the round "
+        "was selected on it: slightly optimistic).",
+    )
+    fraction: float = Field(
+        0.1, ge=0.02, le=0.5, description="Share of each partner's training split held out for calibration (holdout)."
+    )
+    domain_level: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="The applicability-domain threshold: at least this share of calibration molecules score inside.",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[float]) -> list[float]:
+        if any(not 0.5 < v < 1.0 for v in value) or len(set(value)) != len(value):
+            raise ValueError(f"got {value}, expected distinct numbers strictly between 0.5 and 1, e.g. [0.8, 0.9]")
+        return sorted(value)
+
+    def active(self, mode: str) -> bool:
+        """Whether the run calibrates (``enabled``, else on in local mode)."""
+        return self.enabled if self.enabled is not None else mode == "local"
+
+
 class TrackingConfig(_Model):
     model_config = _form()
 
@@ -580,6 +632,7 @@ class RunConfig(_Model):
         "model",
         "train",
         "baselines",
+        "calibration",
         advanced=("data", "tracking", "champion", "schedule", "privacy", "integrity", "secure_aggregation"),
     )
 
@@ -599,6 +652,7 @@ class RunConfig(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     baselines: BaselineConfig = Field(default_factory=BaselineConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     champion: ChampionConfig = Field(default_factory=ChampionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)

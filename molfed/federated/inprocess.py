@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from molfed.chem.standardize import StandardizeOptions
+from molfed.federated import calibration, jobs
 from molfed.federated import coordinator as coord
-from molfed.federated import jobs
 from molfed.federated import partner as p
 from molfed.federated.engine import RoundHook, RoundLoop, reopen
 from molfed.federated.strategies import Strategy
@@ -83,6 +83,34 @@ class InProcessPool:
                 failures.append(Failure(name, f"{type(exc).__name__}: {exc}"))
             else:
                 replies[name] = reply
+        return replies, failures
+
+    def calibrate(
+        self,
+        step: str,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        payload: Mapping[str, Any],
+        state_key: str = "in-process",
+    ) -> tuple[dict[str, Any], list[Failure]]:
+        """A calibration step at every partner (:class:`~molfed.federated.calibration.CalibrationPool`); a partner
+        that raises is a :class:`Failure`."""
+        replies, failures = {}, []
+        for name, data in self.partners.items():
+            try:
+                replies[name] = calibration.run_step(
+                    data,
+                    step,
+                    spec=spec,
+                    weights=weights,
+                    scaling=scaling,
+                    payload=payload,
+                    device=self.device,
+                    state_key=state_key,
+                )
+            except Exception as exc:  # failures are data
+                failures.append(Failure(name, f"{type(exc).__name__}: {exc}"))
         return replies, failures
 
     def evaluate(

@@ -118,6 +118,7 @@ def prepare_partner(
     seed: int,
     workers: int = 1,
     private_tasks: Sequence[ph.PrivateTask] = (),
+    calibration_fraction: float = 0.0,
 ) -> PartnerData:
     """Featurize (or load from the workspace cache) and scaffold-split one partner's library.
 
@@ -125,6 +126,11 @@ def prepare_partner(
     this library lacks (its labels are missing). With ``private_tasks`` each graph's ``y`` is the shared columns
     (unless all are None) then the private ones (see :class:`~molfed.federated.private_heads.TaskLayout`).
     Results are memoized in this process by library digest and options, so the rounds of a federation reuse them.
+
+    With ``calibration_fraction > 0`` a ``cal`` split is carved out of the training split for conformal calibration
+    only: whole scaffold groups (the same balanced scaffold split, seeded by ``seed`` and the partner's name), so the
+    calibration molecules are as unlike the training molecules as the test molecules are. Training, target scaling
+    and the baselines then use the rest of the training split.
     """
     present = [(c, t) for c, t in zip(label_columns, task_types, strict=True) if c is not None]
     present += [(t.column, t.type) for t in private_tasks]
@@ -150,6 +156,7 @@ def prepare_partner(
         split_fractions,
         seed,
         tuple(private_tasks),
+        calibration_fraction,
     )
     with _LOCK:
         if key in _PREPARED:
@@ -162,6 +169,15 @@ def prepare_partner(
     graphs = _with_missing_columns(fl.graphs, label_columns) if layout and layout.has_shared else fl.graphs
     split = split_by_scaffold(fl.scaffolds, fractions=split_fractions, seed=seed)
     parts = {s: tuple(graphs[i] for i in getattr(split, s)) for s in SPLITS}
+    if calibration_fraction > 0:
+        train_scaffolds = [fl.scaffolds[i] for i in split.train]
+        carve = split_by_scaffold(
+            train_scaffolds,
+            fractions=(1.0 - calibration_fraction, calibration_fraction, 0.0),
+            seed=derive_seed(seed, "calibration", name),
+        )
+        parts["cal"] = tuple(parts["train"][i] for i in carve.val)
+        parts["train"] = tuple(parts["train"][i] for i in carve.train)
     summary = PartnerSummary(
         name=name,
         digest=fl.digest,

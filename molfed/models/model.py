@@ -128,12 +128,18 @@ class MoleculeModel(nn.Module):
         flags = torch.tensor([t == "classification" for t in spec.task_types], dtype=torch.bool)
         self.register_buffer("is_classification", flags)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+    def embed(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        """Graph embeddings ``[num_graphs, hidden_channels]``: the trunk's output, what the heads read."""
         h = self.encoder(x, edge_index, edge_attr, batch)
-        if self.readout is not None:
-            h = self.readout(h, batch)
+        return self.readout(h, batch) if self.readout is not None else h
+
+    def apply_heads(self, h: Tensor) -> Tensor:
+        """Raw outputs ``[num_graphs, n_tasks]`` from graph embeddings ``h``."""
         heads = [head for head in (self.head, self.private_head) if head is not None]
         return heads[0](h) if len(heads) == 1 else torch.cat([head(h) for head in heads], dim=1)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        return self.apply_heads(self.embed(x, edge_index, edge_attr, batch))
 
     def forward_batch(self, data: Batch) -> Tensor:
         return self(data.x, data.edge_index, data.edge_attr, data.batch)

@@ -97,6 +97,68 @@ def secure_round(
     QuorumError
         If fewer than ``threshold`` partners remain at any step, or the sum cannot be unmasked.
     """
+    sums, total, survivors, failures = _protocol(
+        transport,
+        partners,
+        template=template,
+        run_id=run_id,
+        server_round=server_round,
+        threshold=threshold,
+        scale=scale,
+        public_keys=public_keys,
+    )
+    mean = {name: (value / total).astype(np.float32) for name, value in sums.items()}
+    return SecureSum(mean, total, survivors, failures)
+
+
+def secure_vector_sum(
+    transport: Transport,
+    partners: Sequence[str],
+    *,
+    layout: Mapping[str, tuple[int, ...]],
+    run_id: str,
+    threshold: int,
+    scale: int = DEFAULT_SCALE,
+    public_keys: Mapping[str, str] | None = None,
+) -> tuple[dict[str, np.ndarray], tuple[str, ...], tuple[Failure, ...]]:
+    """The sum of small named vectors the partners hold (each as an update of ``n_samples = 1``), revealing only
+    the sum: ``(sums as float64 by name, survivors, failures)``.
+
+    The same protocol as a training round, under its own ``run_id`` (e.g. ``"<run>/calibration/scores"``; round 0),
+    so its keys and masks are fresh and cannot be replayed into a round. Values are rounded to ``1 / scale``:
+    integer counts come back exact. For histograms, loss sums and the like (calibration; validation sums).
+
+    Raises
+    ------
+    QuorumError
+        As :func:`secure_round`.
+    """
+    template = {name: np.zeros(shape, dtype=np.float32) for name, shape in layout.items()}
+    sums, _, survivors, failures = _protocol(
+        transport,
+        partners,
+        template=template,
+        run_id=run_id,
+        server_round=0,
+        threshold=threshold,
+        scale=scale,
+        public_keys=public_keys,
+    )
+    return sums, survivors, failures
+
+
+def _protocol(
+    transport: Transport,
+    partners: Sequence[str],
+    *,
+    template: Weights,
+    run_id: str,
+    server_round: int,
+    threshold: int,
+    scale: int,
+    public_keys: Mapping[str, str] | None,
+) -> tuple[dict[str, np.ndarray], int, tuple[str, ...], tuple[Failure, ...]]:
+    """The four steps: ``(sum_k n_k w_k by name, sum_k n_k, survivors, failures)``."""
     failures: list[Failure] = []
 
     def answered(step: str, asked: Sequence[str], replies: Mapping[str, Reply[T]]) -> dict[str, T]:
@@ -149,8 +211,7 @@ def secure_round(
         )
     except SecAggError as exc:
         raise QuorumError(f"secure aggregation failed: {exc}") from None
-    mean = {name: (value / total).astype(np.float32) for name, value in sums.items()}
-    return SecureSum(mean, total, tuple(survivors), tuple(failures))
+    return sums, total, tuple(survivors), tuple(failures)
 
 
 def _advert_problem(
