@@ -644,11 +644,13 @@ def _validate(config_path: Path, overrides: Sequence[str]) -> int:
             duplicates=config.data.duplicates,
             partner=partner.name,
         )
-        report = write_rejects(library.rejects, config.workspace_for(partner) / "rejects.csv", partner=partner.name)
+        rows = sorted(library.rejects + library.notes, key=lambda r: r.row)
+        report = write_rejects(rows, config.workspace_for(partner) / "rejects.csv", partner=partner.name)
         counts = ", ".join(f"{reason} {n}" for reason, n in library.reject_counts().items())
+        disagreeing = f", disagreeing duplicates {len(library.notes)} (kept as the mean)" if library.notes else ""
         print(
             f"partner {partner.name!r}: rows read {library.n_input_rows}, molecules kept {len(library)}, "
-            f"duplicates merged {library.n_duplicates_merged}, rejected {len(library.rejects)}"
+            f"duplicates merged {library.n_duplicates_merged}{disagreeing}, rejected {len(library.rejects)}"
             + (f" ({counts})" if counts else "")
             + f"; report {report}"
         )

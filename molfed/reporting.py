@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
+from molfed.data.labels import DISAGREEING
 from molfed.federated.overlap import Overlap
 from molfed.federated.partner import PartnerSummary
 from molfed.federated.value import improvement
@@ -40,18 +41,27 @@ def partner_tags(summaries: Sequence[PartnerSummary]) -> dict[str, str]:
         tags[f"{prefix}.input_rows"] = str(s.n_input_rows)
         tags[f"{prefix}.split"] = f"{s.n_train}/{s.n_val}/{s.n_test}"
         tags[f"{prefix}.duplicates_merged"] = str(s.n_duplicates_merged)
-        tags[f"{prefix}.rejects"] = str(sum(s.reject_counts.values()))
+        tags[f"{prefix}.rejects"] = str(rejected(s.reject_counts))
+        tags[f"{prefix}.disagreeing_duplicates"] = str(s.reject_counts.get(DISAGREEING, 0))
     return tags
 
 
+def rejected(counts: Mapping[str, int]) -> int:
+    """Rows rejected, from counts by reason (the ``disagreeing_duplicate`` notes are kept rows, not rejects)."""
+    return sum(n for reason, n in counts.items() if reason != DISAGREEING)
+
+
 def partner_count_metrics(summaries: Sequence[PartnerSummary]) -> dict[str, float]:
-    """Counts as metrics so they can be charted and compared: ``molecules.<p>``, ``rejects.<reason>.<p>``."""
+    """Counts as metrics so they can be charted and compared: ``molecules.<p>``, ``rejects.<reason>.<p>`` and
+    ``disagreeing_duplicates.<p>`` (molecules whose merged regression labels disagree widely; kept)."""
     out: dict[str, float] = {}
     for s in summaries:
         out[f"molecules.{s.name}"] = float(s.n_molecules)
-        out[f"rejects.{s.name}"] = float(sum(s.reject_counts.values()))
+        out[f"rejects.{s.name}"] = float(rejected(s.reject_counts))
+        out[f"disagreeing_duplicates.{s.name}"] = float(s.reject_counts.get(DISAGREEING, 0))
         for reason, count in s.reject_counts.items():
-            out[f"rejects.{reason}.{s.name}"] = float(count)
+            if reason != DISAGREEING:
+                out[f"rejects.{reason}.{s.name}"] = float(count)
     return out
 
 

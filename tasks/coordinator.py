@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from molfed import plots, reporting
 from molfed.config import RunConfig
+from molfed.data.labels import DISAGREEING
 from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.conformal import Calibration
@@ -136,10 +137,14 @@ def publish_report(
         reporting.results_markdown(rows, metric, kinds, unit),
         extra,
         f"\nRounds: {len(round_rows)}\n\n**Champion:** {decision}\n",
-        "\n| partner | molecules | rejects |",
-        "|---|---|---|",
+        "\n| partner | molecules | rejects | disagreeing duplicates (kept as the mean) |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {s.name} | {s.n_molecules} | {sum(s.reject_counts.values())} |" for s in summaries]
+    lines += [
+        f"| {s.name} | {s.n_molecules} | {reporting.rejected(s.reject_counts)} | "
+        f"{s.reject_counts.get(DISAGREEING, 0)} |"
+        for s in summaries
+    ]
     create_markdown_artifact("\n".join(lines), key="federation-report", description="molfed federation report")
     create_table_artifact(list(round_rows), key="round-metrics", description="per-round federated metrics")
 

@@ -125,7 +125,8 @@ def featurize_library(
         featurize=True,
         workers=workers,
     )
-    write_rejects(library.rejects, workspace / "rejects.csv", partner=partner)  # creates the workspace
+    rejects = sorted(library.rejects + library.notes, key=lambda r: r.row)  # notes: kept rows to review
+    write_rejects(rejects, workspace / "rejects.csv", partner=partner)  # creates the workspace
     assert library.codes is not None and library.scaffolds is not None
     return save_featurized(
         cache_file,
@@ -135,7 +136,7 @@ def featurize_library(
         digest=library.digest,
         n_input_rows=library.n_input_rows,
         n_duplicates_merged=library.n_duplicates_merged,
-        rejects=library.rejects,
+        rejects=rejects,
     )
 
 
@@ -168,7 +169,8 @@ def save_featurized(
     digest, n_input_rows, n_duplicates_merged
         As in :class:`~molfed.data.library.Library`.
     rejects
-        The library's rejects, sorted by row (``rejects.csv`` is rewritten from them on a cache hit).
+        The library's rejects and notes, sorted by row (``rejects.csv`` is rewritten from them on a cache hit;
+        ``reject_counts`` counts both, by reason).
 
     Returns
     -------

@@ -226,12 +226,14 @@ def library_from_parts(
     candidates = [c for c, _ in outcomes if isinstance(c, Candidate)]
     rejects = [r for r, _ in outcomes if isinstance(r, Reject)]
     extras = {o.row: extra for o, extra in outcomes if extra is not None}
+    notes: list[tuple[int, str, str, str]] = []
     kept, dup_rejects, n_merged = resolve_duplicates(
         candidates,
         spec.task_types,
         duplicates,
         label_columns=spec.label_columns,
         structure_column=spec.structure_column,
+        notes=notes,
     )
     rejects.extend(Reject(row, reason, col, detail) for row, reason, col, detail in dup_rejects)
     rejects.sort(key=lambda r: r.row)
@@ -240,6 +242,7 @@ def library_from_parts(
         summary = ", ".join(f"{reason}: {n}" for reason, n in sorted(Counter(r.reason for r in rejects).items()))
         message = f"no valid molecules; all {n_rows} rows rejected ({summary})"
         raise InputError(message, path=str(spec.path), partner=partner)
+    rejects = sorted(rejects + [Reject(*note) for note in notes], key=lambda r: r.row)  # as read_library's
     return cache.save_featurized(
         cache_file,
         concat_codes(extras[c.row][0] for c in kept),

@@ -15,7 +15,7 @@ from decimal import Decimal
 import numpy as np
 from rdkit import Chem
 
-__all__ = ["Candidate", "DuplicateReject", "parse_label", "resolve_duplicates"]
+__all__ = ["DISAGREEING", "Candidate", "DuplicateReject", "parse_label", "resolve_duplicates"]
 
 _TRUE = frozenset({"1", "1.0", "true"})
 _FALSE = frozenset({"0", "0.0", "false"})
@@ -24,6 +24,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # (row, reason, column, detail), turned into ``Reject`` by the caller.
 DuplicateReject = tuple[int, str, str, str]
+
+DISAGREEING = "disagreeing_duplicate"
+"""Reason of a note (not a reject): regression labels of one molecule's rows that span more than the library's
+standard deviation of that label; the rows are still merged to their mean."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -110,6 +114,7 @@ def resolve_duplicates(
     *,
     label_columns: Sequence[str],
     structure_column: str,
+    notes: list[DuplicateReject] | None = None,
 ) -> tuple[list[Candidate], list[DuplicateReject], int]:
     """Group candidates by InChIKey (canonical SMILES when InChI failed) and apply a policy.
 
@@ -124,11 +129,17 @@ def resolve_duplicates(
     label_columns, structure_column
         Column names for the rejects.
 
+    notes
+        With ``"merge"``, receives one :data:`DISAGREEING` note per molecule and regression task whose merged labels
+        span more than that label's standard deviation over all ``candidates`` (the rows are merged all the same;
+        the note lets the partner review them in its rejects report).
+
     Returns
     -------
     tuple
         Kept candidates in row order, duplicate rejects, number of rows merged.
     """
+    spread_limit = _label_sd(candidates, task_types)
     groups: dict[str, list[Candidate]] = {}
     for cand in candidates:
         groups.setdefault(cand.inchikey or f"smiles:{cand.smiles}", []).append(cand)
@@ -148,6 +159,8 @@ def resolve_duplicates(
             rejects += [(c.row, "duplicate", structure_column, detail) for c in group]
         else:
             labels, conflicts = _merge_labels(group, task_types)
+            if notes is not None:
+                notes += _disagreements(group, labels, spread_limit, label_columns)
             if not conflicts:
                 n_merged += len(later)
                 kept.append(replace(first, labels=labels))
@@ -159,6 +172,38 @@ def resolve_duplicates(
             if losers is later:
                 kept.append(replace(first, labels=labels))
     return kept, rejects, n_merged
+
+
+def _label_sd(candidates: Sequence[Candidate], task_types: Sequence[str]) -> list[float]:
+    """Per task: the standard deviation of its labels over all rows (regression with 3+ labels), else inf."""
+    if not candidates:
+        return [math.inf] * len(task_types)
+    table = np.array([c.labels for c in candidates], dtype=np.float64).reshape(len(candidates), len(task_types))
+    out = []
+    for task, task_type in enumerate(task_types):
+        present = table[:, task][~np.isnan(table[:, task])]
+        ok = task_type == "regression" and present.size >= 3
+        out.append(float(present.std()) if ok and present.std() > 0 else math.inf)
+    return out
+
+
+def _disagreements(
+    group: Sequence[Candidate], merged: Sequence[float], limits: Sequence[float], label_columns: Sequence[str]
+) -> list[DuplicateReject]:
+    """Notes for the tasks whose labels in ``group`` span more than ``limits``."""
+    table = np.array([c.labels for c in group], dtype=np.float64)
+    notes = []
+    for task, limit in enumerate(limits):
+        present = table[:, task][~np.isnan(table[:, task])]
+        if present.size >= 2 and float(present.max() - present.min()) > limit:
+            rows = [c.row for c, v in zip(group, table[:, task], strict=True) if not math.isnan(v)]
+            detail = (
+                f"kept as the mean {merged[task]:.4g} of rows {rows} (labels {[float(f'{v:.4g}') for v in present]}, "
+                f"range {float(present.max() - present.min()):.3g} > the library's standard deviation {limit:.3g}); "
+                "check these measurements"
+            )
+            notes.append((group[0].row, DISAGREEING, label_columns[task], detail))
+    return notes
 
 
 def _merge_labels(group: Sequence[Candidate], task_types: Sequence[str]) -> tuple[tuple[float, ...], list[int]]:

@@ -18,7 +18,9 @@ R-groups), ``non_ascii_smiles`` (a character outside ASCII: RDKit could read ano
 molecule), ``unparsable_molecule_block`` (SDF), ``missing_label`` (all labels of the row
 empty), ``non_numeric_label``, ``non_finite_label`` (also beyond float32's range),
 ``invalid_class_label`` (classification label not 0/1), ``conflicting_duplicate``,
-``duplicate``. See ``tests/badinput/README.md`` for a case of each.
+``duplicate``. See ``tests/badinput/README.md`` for a case of each. Kept rows can carry a note
+(:attr:`Library.notes`, also written to ``rejects.csv``): ``disagreeing_duplicate``, merged regression
+labels that span more than the library's standard deviation of the label.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from rdkit import Chem, rdBase
 
 from molfed.chem.encode import MolCodes, encode_pickles, split_codes
 from molfed.chem.standardize import StandardizeOptions, parse_smiles, reason_detail, standardize_mol
-from molfed.data.labels import Candidate, parse_label, resolve_duplicates
+from molfed.data.labels import Candidate, DuplicateReject, parse_label, resolve_duplicates
 from molfed.data.parallel import map_chunks
 from molfed.data.readers import STRUCTURE_COLUMN_SDF, Record, read_records, suffix_of
 from molfed.data.split import murcko_scaffold
@@ -130,6 +132,9 @@ class Library:
     digest: str
     codes: tuple[MolCodes, ...] | None = None
     scaffolds: tuple[str, ...] | None = None
+    notes: tuple[Reject, ...] = ()
+    """Kept rows to review (reason ``disagreeing_duplicate``: merged rows whose labels disagree widely); they
+    go to ``rejects.csv`` with the rejects but are not rejects."""
 
     def __len__(self) -> int:
         return len(self.smiles)
@@ -228,8 +233,9 @@ def read_library(
                 candidates.append(outcome)
                 if extra is not None:
                     extras[outcome.row] = extra
+    notes: list[DuplicateReject] = []
     kept, dup_rejects, n_merged = resolve_duplicates(
-        candidates, task_types, duplicates, label_columns=label_columns, structure_column=structure_column
+        candidates, task_types, duplicates, label_columns=label_columns, structure_column=structure_column, notes=notes
     )
     rejects.extend(Reject(row, reason, col, detail) for row, reason, col, detail in dup_rejects)
     rejects.sort(key=lambda r: r.row)
@@ -260,6 +266,7 @@ def read_library(
         digest=digest,
         codes=tuple(extras[c.row][0] for c in kept) if featurize else None,
         scaffolds=tuple(extras[c.row][1] for c in kept) if featurize else None,
+        notes=tuple(Reject(*note) for note in notes),
     )
 
 

@@ -145,6 +145,31 @@ def test_duplicates_merge_averages_regression_labels(tmp_path):
     assert lib.n_input_rows == len(lib) + lib.n_duplicates_merged + len(lib.rejects)
 
 
+def test_widely_disagreeing_duplicates_are_merged_and_listed_for_review(tmp_path):
+    """Ethanol measured at -1 and 6 (the library's labels have sd ~2.4): kept as the mean, listed in the report;
+    propanol's 2.0 / 2.5 agree and pass silently."""
+    text = "smiles,expt\nCCO,-1\nCCCO,2.0\nc1ccccc1,0\nCCN,3\nOCC,6\nOCCC,2.5\n"
+    lib = read_library(write(tmp_path, "d.csv", text), **REG)
+    assert lib.labels[0, 0] == pytest.approx(2.5) and lib.n_duplicates_merged == 2
+    assert lib.rejects == () and lib.n_input_rows == len(lib) + lib.n_duplicates_merged + len(lib.rejects)
+    (note,) = lib.notes
+    assert (note.row, note.reason, note.column) == (2, "disagreeing_duplicate", "expt")
+    assert "kept as the mean 2.5 of rows [2, 6]" in note.detail and "labels [-1.0, 6.0]" in note.detail
+
+    from molfed import reporting
+    from molfed.chem.standardize import StandardizeOptions
+    from molfed.data.cache import featurize_library
+
+    path, ws = write(tmp_path, "d.csv", text), tmp_path / "ws"
+    options = {"smiles_column": "smiles", "standardize": StandardizeOptions(), "duplicates": "merge", **REG}
+    featurize_library(path, ws, **options)
+    fl = featurize_library(path, ws, **options)  # from the cache
+    assert fl.cache_hit
+    assert fl.reject_counts == {"disagreeing_duplicate": 1} and reporting.rejected(fl.reject_counts) == 0
+    report = pd.read_csv(tmp_path / "ws" / "rejects.csv")
+    assert report[["row", "reason"]].values.tolist() == [[2, "disagreeing_duplicate"]]
+
+
 def test_duplicates_merge_classification_conflict(tmp_path):
     text = "smiles,active,expt\nCCO,1,1.0\nOCC,0,3.0\nCCN,1,\nNCC,1,\n"
     lib = read_library(
