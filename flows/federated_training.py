@@ -163,7 +163,9 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
             else None
         )
         j = next((i for i, t in enumerate(task_types) if t == "regression"), None)
-        edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j]) if j is not None else []
+        bins = plots.parity_bins(min(sizes["test"].values(), default=0))  # the smallest partner's cells stay visible
+        edges = plots.parity_edges(scaling["mean"][j], scaling["std"][j], bins) if j is not None else []
+        unit = config.tasks[j].unit if j is not None else None
         final, failures = pool.finish(spec, weights, scaling, j, edges, champion, run_id, loop.done)
         loop.check_quorum("finish", list(final), failures)
         names = [n for n in names if n in final]
@@ -221,7 +223,7 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
 
         curves = reporting.curves_from_history(loop.history.val, local_history, pooled_history, metric)
         parity = {n: final[n].parity for n in names} if j is not None else None
-        ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0])
+        ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0], unit)
         nested = config.tracking.parent_run_id is not None  # a leave-one-out federation: an estimate, not a model
         calibration, calibration_md = (
             (None, "") if nested else cal_t.calibrate(pool, config, tracker, run_id, spec, weights, scaling)
@@ -241,11 +243,12 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
             rows,
             metric,
             kinds,
-            loop.history.rows,
+            reporting.round_table(loop.history.rows, loop.history.val, metric),
             summaries,
             tracker.run_link(run_id),
             decision,
             value_md + calibration_md,
+            unit,
         )
         pool.close()
         tracker.end_run(run_id)
