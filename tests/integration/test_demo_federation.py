@@ -25,6 +25,11 @@ from molfed.data.demo import partner_overrides, write_demo_partners
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
+CALIBRATED_COLUMNS = [
+    *(f"expt_{side}_{level}" for level in ("80", "90", "95") for side in ("lower", "upper")),
+    "domain_score",
+    "in_domain",
+]
 ROUNDS = 3
 
 
@@ -100,7 +105,12 @@ def test_mlflow_holds_every_round_and_partner_metadata(demo):
     artifacts = {a.path for a in client.list_artifacts(run_id, "global_model")}
     assert artifacts == {f"global_model/round_{r:04d}.pt" for r in range(1, ROUNDS + 1)}
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert plots == {"plots/learning_curves.png", "plots/parity_test.png", "plots/value_of_federation.png"}
+    assert plots == {
+        "plots/learning_curves.png",
+        "plots/parity_test.png",
+        "plots/value_of_federation.png",
+        "plots/calibration_coverage.png",
+    }
     inputs = run.inputs.dataset_inputs
     assert sorted(d.dataset.name for d in inputs) == ["alpha-library", "beta-library", "gamma-library"]
     assert all(d.dataset.source_type == "code" for d in inputs)
@@ -121,8 +131,11 @@ def test_registered_pyfunc_predicts_from_smiles(demo):
     version = demo.result["model_version"]
     model = mlflow.pyfunc.load_model(f"models:/molfed-test/{version}")
     preds = model.predict(pd.DataFrame({"smiles": ["c1ccccc1O", "CCN(CC)CC", "not a smiles"]}))
-    assert list(preds.columns) == ["expt", "valid"]
+    assert list(preds.columns) == ["expt", "valid", *CALIBRATED_COLUMNS]
     assert preds["valid"].tolist() == [True, True, False]
+    assert (preds["expt_lower_90"][:2] < preds["expt"][:2]).all() and (
+        preds["expt"][:2] < preds["expt_upper_90"][:2]
+    ).all()
     assert np.isfinite(preds["expt"][:2]).all() and np.isnan(preds["expt"][2])
     assert -30 < preds["expt"][0] < 10  # kcal/mol, original units
 
@@ -150,7 +163,37 @@ def test_cli_predict_writes_predictions(demo, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["id", "smi", "expt", "valid"] and frame["valid"].all()
+    assert list(frame.columns) == ["id", "smi", "expt", "valid", *CALIBRATED_COLUMNS] and frame["valid"].all()
+    assert (frame["expt_upper_95"] - frame["expt_lower_95"] > frame["expt_upper_80"] - frame["expt_lower_80"]).all()
+    assert frame["domain_score"].notna().all() and frame["in_domain"].dtype == bool
+
+
+def test_the_registered_model_carries_its_calibration_and_the_run_its_coverage(demo):
+    """Issue 18: the calibration of the kept model travels in model.json; coverage per partner is logged."""
+    import json
+
+    mlflow.set_tracking_uri(demo.uri)
+    client, run_id = demo.client, demo.result["run_id"]
+    metrics = client.get_run(run_id).data.metrics
+    for level in ("80", "90", "95"):
+        assert 0 < metrics[f"test_coverage_{level}"] <= 1
+        for name in ("alpha", "beta", "gamma"):
+            assert 0 <= metrics[f"test_coverage_{level}.expt.{name}"] <= 1
+            assert metrics[f"test_interval_width_{level}.expt.{name}"] > 0
+    assert 0 <= metrics["test_out_of_domain_rate"] <= 1
+    assert metrics["test_interval_width_80.expt"] < metrics["test_interval_width_95.expt"]
+    logged = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="calibration/calibration.json")
+        ).read_text()
+    )
+    from molfed.tracking import _download_model_files, parse_model_file
+
+    _, meta_path = _download_model_files(demo.result["model_uri"], demo.uri, str(demo.root / "model-files"))
+    shipped = parse_model_file(meta_path.read_bytes()).calibration
+    assert shipped is not None and shipped.method == "federated" and shipped.levels == (0.8, 0.9, 0.95)
+    assert list(shipped.tasks[0].half_widths) == logged["tasks"][0]["half_widths"]
+    assert shipped.domain is not None and len(shipped.domain.mean) == demo.config.model.hidden_channels
 
 
 def test_no_partner_structure_reaches_mlflow_prefect_or_logs(demo):
