@@ -257,3 +257,79 @@ def test_mondrian_partners_measure_with_and_keep_their_own_calibration(fed):
         assert own["method"] == "mondrian" and own["tasks"][0]["n"] == len(d.splits["cal"])
     with pytest.raises(ValueError, match="unknown calibration step"):
         cal.run_step(fed["partners"][0], "bogus", spec=spec, weights=result.weights, scaling=result.scaling, payload={})
+
+
+def test_classification_gets_a_temperature_class_conditional_sets_and_probability_columns(tmp_path):
+    from molfed.data.partition import partition_dataset
+    from molfed.data.public_sets import load_public_set
+
+    pset = load_public_set("solubility_cls")
+    paths = partition_dataset(
+        list(pset.smiles[:300]),
+        list(pset.labels[:300]),
+        tmp_path / "data",
+        method="scaffold",
+        n_partners=2,
+        seed=0,
+        label_column=pset.label,
+        names=["a", "b"],
+    )
+    partners = [
+        p.prepare_partner(
+            name,
+            path=path,
+            workspace=tmp_path / "ws" / name,
+            smiles_column="smiles",
+            label_columns=[pset.label],
+            task_types=["classification"],
+            standardize=StandardizeOptions(),
+            duplicates="merge",
+            split_fractions=(0.8, 0.1, 0.1),
+            seed=0,
+            calibration_fraction=0.2,
+        )
+        for name, path in paths.items()
+    ]
+    spec = coord.model_spec(
+        encoder="gine",
+        hidden_channels=16,
+        num_layers=2,
+        dropout=0.0,
+        readout="mean",
+        head_layers=1,
+        task_names=[pset.label],
+        task_types=["classification"],
+    )
+    settings = p.TrainSettings(2, 32)
+    result = run_federation(
+        partners,
+        spec=spec,
+        init_weights=coord.initial_weights(spec, 0),
+        strategy=build_strategy("fedavg"),
+        settings=settings,
+        rounds=2,
+        seed=0,
+    )
+    out = cal.calibrate(
+        InProcessPool(partners, settings=settings, seed=0),
+        spec=spec,
+        weights=result.weights,
+        scaling=result.scaling,
+        levels=LEVELS,
+        method="federated",
+        domain_level=0.95,
+        quorum=2,
+    )
+    task = out.calibration.tasks[0]
+    assert task.type == "classification" and task.n == sum(len(d.splits["cal"]) for d in partners)
+    assert task.temperature is not None and cf.TEMPERATURES[0] <= task.temperature <= cf.TEMPERATURES[-1]
+    metrics = cal.metrics(out.measured, out.calibration)
+    assert 1.0 <= metrics[f"test_set_size_90.{pset.label}"] <= 2.0  # a set holds one or both classes
+    assert metrics[f"test_set_size_80.{pset.label}"] <= metrics[f"test_set_size_95.{pset.label}"]
+    model = p.materialize(spec, result.weights, result.scaling)
+    frame = predict_smiles(model, ["CCO", "c1ccccc1Cl"], standardize=StandardizeOptions(), calibration=out.calibration)
+    assert f"{pset.label}_probability" in frame and f"{pset.label}_set_90" in frame
+    assert set(frame[f"{pset.label}_set_95"]) <= {"0", "1", "0|1", "none"}
+    raw_p = frame[pset.label].to_numpy()
+    z = np.log(raw_p / (1 - raw_p))
+    assert np.allclose(frame[f"{pset.label}_probability"], 1 / (1 + np.exp(-z / task.temperature)), atol=1e-5)
