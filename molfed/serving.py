@@ -39,7 +39,8 @@ def predict_smiles(
     n_tasks = len(model.spec.task_names)
     raw = np.full((len(smiles), n_tasks), np.nan, dtype=np.float64)
     preds = np.full((len(smiles), n_tasks), np.nan, dtype=np.float64)
-    emb = np.full((len(smiles), model.spec.hidden_channels), np.nan, dtype=np.float64)
+    width = model.spec.hidden_channels if calibration is not None else 0
+    emb = np.full((len(smiles), width), np.nan, dtype=np.float64)
     valid = np.zeros(len(smiles), dtype=bool)
     mols, index = [], []
     for i, s in enumerate(smiles):
@@ -57,13 +58,16 @@ def predict_smiles(
     with torch.no_grad():
         for start in range(0, len(graphs), batch_size):
             batch = Batch.from_data_list(graphs[start : start + batch_size]).to(device)
+            rows = index[start : start + batch_size]
+            valid[rows] = True
+            if calibration is None:  # the plain prediction needs no raw outputs or embeddings
+                preds[rows] = model.predict(batch).cpu().numpy()
+                continue
             h = model.embed(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
             out = model.apply_heads(h)
-            rows = index[start : start + batch_size]
             raw[rows] = out.cpu().numpy()
             preds[rows] = model.to_predictions(out).cpu().numpy()
             emb[rows] = h.cpu().numpy()
-            valid[rows] = True
     frame = pd.DataFrame(preds, columns=list(model.spec.task_names))
     frame["valid"] = valid
     if calibration is not None:
