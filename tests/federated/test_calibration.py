@@ -333,3 +333,38 @@ def test_classification_gets_a_temperature_class_conditional_sets_and_probabilit
     raw_p = frame[pset.label].to_numpy()
     z = np.log(raw_p / (1 - raw_p))
     assert np.allclose(frame[f"{pset.label}_probability"], 1 / (1 + np.exp(-z / task.temperature)), atol=1e-5)
+
+
+def test_the_same_model_and_partners_give_the_same_calibration(fed):
+    pool = InProcessPool(fed["partners"], settings=p.TrainSettings(2, 32), seed=0)
+    again = cal.calibrate(
+        pool,
+        spec=fed["spec"],
+        weights=fed["result"].weights,
+        scaling=fed["result"].scaling,
+        levels=LEVELS,
+        method="federated",
+        domain_level=0.95,
+        quorum=3,
+    )
+    assert again.calibration == fed["cal"].calibration and again.measured == fed["cal"].measured
+
+
+def test_a_partner_that_fails_a_step_is_data_and_below_the_quorum_the_calibration_stops(fed):
+    from molfed.federated.types import QuorumError
+
+    class Failing(InProcessPool):
+        def calibrate(self, step, spec, weights, scaling, payload, state_key="in-process"):
+            replies, failures = super().calibrate(step, spec, weights, scaling, payload, state_key)
+            if step == "scores":
+                failures.append(cal.Failure("p-late", "RuntimeError: gone"))
+                replies.pop(next(iter(replies)))
+            return replies, failures
+
+    pool = Failing(fed["partners"], settings=p.TrainSettings(2, 32), seed=0)
+    args = dict(spec=fed["spec"], weights=fed["result"].weights, scaling=fed["result"].scaling, levels=LEVELS)
+    out = cal.calibrate(pool, **args, method="federated", domain_level=0.95, quorum=2)
+    assert [f.partner for f in out.failures] == ["p-late"]
+    assert out.calibration.tasks[0].n < fed["cal"].calibration.tasks[0].n
+    with pytest.raises(QuorumError, match="calibration \\(scores\\): 2 partner"):
+        cal.calibrate(pool, **args, method="federated", domain_level=0.95, quorum=3)
