@@ -88,6 +88,21 @@ def test_only_masked_vectors_reached_aggregation_under_secure_aggregation(runs):
     assert held_rounds(runs.secure.result["run_id"]) == []  # no partner's plain update is left behind
 
 
+def test_calibration_sums_travel_as_a_secure_sum_and_nothing_is_left_held(runs):
+    """Issue 18: under secure aggregation the calibration's histograms and embedding sums are a secure sum; gamma,
+    whose round keys are forged, drops out of it like out of a round, and the run still calibrates."""
+    from molfed.federated.calibration import STEPS, secure_key
+
+    for kind in ("plain", "secure"):
+        run_id = runs.__dict__[kind].result["run_id"]
+        metrics = runs.client.get_run(run_id).data.metrics
+        assert 0 < metrics["test_coverage_90"] <= 1 and "test_interval_width_90.expt.alpha" in metrics
+        assert all(held_rounds(secure_key(run_id, step)) == [] for step in STEPS)
+    plain = runs.tracker.download_json(runs.plain.result["run_id"], "calibration/calibration.json")
+    secure = runs.tracker.download_json(runs.secure.result["run_id"], "calibration/calibration.json")
+    assert plain["tasks"][0]["n"] > secure["tasks"][0]["n"] > 0  # gamma's calibration molecules are not in the sum
+
+
 @pytest.mark.parametrize(("kind", "reason"), [("plain", "signature rejected: bad signature"), ("secure", "round keys")])
 def test_gamma_is_rejected_every_round_with_the_reason_logged(runs, kind, reason):
     run_id = runs.__dict__[kind].result["run_id"]
