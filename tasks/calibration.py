@@ -19,6 +19,7 @@ from tasks import integrity
 
 CALIBRATION_JSON = "calibration/calibration.json"
 COVERAGE_PLOT = "plots/calibration_coverage.png"
+CALIBRATION_REPORT = "calibration/report.md"
 
 
 def summer(config: RunConfig, run_id: str) -> cal.Summer:
@@ -74,7 +75,9 @@ def calibrate(
     fig = plots.coverage_plot(rows)
     tracker.log_figure(run_id, fig, COVERAGE_PLOT)
     plots.close(fig)
-    return calibration, markdown(rows, cal.metrics(result.measured, calibration), calibration)
+    text = markdown(rows, cal.metrics(result.measured, calibration), calibration)
+    tracker.log_text(run_id, text, CALIBRATION_REPORT)
+    return calibration, text
 
 
 def markdown(rows: Sequence[Mapping[str, object]], metrics: Mapping[str, float], calibration: cf.Calibration) -> str:
