@@ -21,7 +21,7 @@ from molfed.config import RunConfig
 from molfed.errors import ConfigError
 from molfed.federated import coordinator as coord
 from molfed.federated import dp_budget as dp
-from molfed.federated import engine
+from molfed.federated import engine, val_sums
 from molfed.federated.checkpoint import Sections
 from molfed.federated.jobs import private_metrics
 from molfed.federated.partner import check_local_device, combine_moments
@@ -149,6 +149,7 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
             logger=logger,
             select=fed.selection == "best_val",
             patience=fed.patience,
+            select_on=val_sums.selection_metric(metric) if config.secure_aggregation.enabled else metric,
         )
         loop.start(init, saved)
         progress.stage("rounds", config.federation.rounds)
@@ -177,7 +178,8 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
             loop.check_quorum("finish", list(final), failures)
             names = [n for n in names if n in final]
         tracker.log_metrics(run_id, {"selected_round": chosen, "rounds_run": loop.done})
-        tracker.set_tags(run_id, {"molfed.selection": loop.best.describe(metric, chosen, loop.done, fed.rounds)})
+        why = loop.best.describe(loop.select_on, chosen, loop.done, fed.rounds)
+        tracker.set_tags(run_id, {"molfed.selection": why})
         logger.info("kept the global model of round %d of %d (%s)", chosen, loop.done, fed.selection)
         tracker.log_metrics(run_id, coord.split_metrics("test", {n: final[n].test for n in names}, sizes["test"]))
         tracker.log_metrics(run_id, private_metrics(final))  # partners that allow it; aggregates only

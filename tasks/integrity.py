@@ -71,7 +71,8 @@ def guard(strategy: Strategy, config: RunConfig, tracker: Tracker, run_id: str) 
             loader = functools.partial(_signing_key, config) if i.signing else None
             transport = LocalTransport(signing_key=loader, peer_keys=keys_by_name, scale=2**s.scale_bits)
         threshold = secure_threshold(config)
-        secure = integrity.SecureSettings(transport, threshold, 2**s.scale_bits)
+        tasks = tuple((t.name, t.type) for t in config.tasks)  # validation sums ride in the masked updates
+        secure = integrity.SecureSettings(transport, threshold, 2**s.scale_bits, tasks)
 
     def report(check: integrity.RoundCheck) -> None:
         tracker.log_metrics(run_id, check.metrics(), step=check.server_round)

@@ -98,6 +98,7 @@ def round_from_config(
         server_round=server_round,
         state_key=state_key,
         device=config.device,
+        val_as_sums=config.secure_aggregation.enabled,  # the evaluation joins the masked sum
     )
 
 

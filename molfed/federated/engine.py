@@ -183,6 +183,7 @@ class RoundLoop:
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         select: bool = False,
         patience: int | None = None,
+        select_on: str | None = None,
     ):
         self.log, self.run_id, self.strategy = log, run_id, strategy
         self.names, self.quorum, self.sizes, self.metric = list(names), quorum, sizes, metric
@@ -195,8 +196,11 @@ class RoundLoop:
         self.weights: Weights = {}
         self.done = -1
         """Last completed round whose checkpoint is committed (0: the initial state; -1: none yet)."""
-        self.best = Best(higher_is_better(metric), select, patience)
-        """Model selection across rounds (checkpointed): the round with the best validation ``metric``."""
+        self.select_on = select_on or metric
+        """The validation metric rounds are compared on: ``metric``, or under secure aggregation one that is a sum
+        (:func:`molfed.federated.val_sums.selection_metric`)."""
+        self.best = Best(higher_is_better(self.select_on), select, patience)
+        """Model selection across rounds (checkpointed): the round with the best validation ``select_on``."""
         self.sections.add("selection", self.best.state_dict, self.best.load_state_dict)
 
     def start(self, init: Weights, saved: bytes | None) -> None:
@@ -252,9 +256,18 @@ class RoundLoop:
     def _val(self, step: int, per_partner: dict[str, dict[str, float]]) -> dict[str, float]:
         """Add ``step``'s validation metrics to the history; return them as metrics to log."""
         self.history.val.append({n: per_partner.get(n, {}) for n in self.names})  # {}: no report
-        values = coord.split_metrics("val", per_partner, self.sizes["val"])
-        self.history.rows[step - 1][f"val_{self.metric}"] = values.get(f"val_{self.metric}")
-        self.best.observe(step, values.get(f"val_{self.metric}"), self.weights)  # self.weights: round step's
+        return self._observe(step, coord.split_metrics("val", per_partner, self.sizes["val"]))
+
+    def _val_totals(self, step: int, union: Mapping[str, float]) -> dict[str, float]:
+        """``step``'s validation metrics over the union of the partners' validation splits, read off sums that
+        travelled inside the masked updates: no per-partner value exists, so none is logged."""
+        self.history.val.append({n: {} for n in self.names})
+        return self._observe(step, {f"val_{k}": v for k, v in union.items()})
+
+    def _observe(self, step: int, values: dict[str, float]) -> dict[str, float]:
+        row = self.history.rows[step - 1]
+        row.update({k: values[k] for k in {f"val_{self.metric}", f"val_{self.select_on}"} if k in values})
+        self.best.observe(step, values.get(f"val_{self.select_on}"), self.weights)  # self.weights: round step's
         return values
 
     def selected(self) -> tuple[int, Weights]:
@@ -300,7 +313,9 @@ class RoundLoop:
                 train.update(hook.after_round(r, list(replies)))
             self.history.rows.append({"round": r, "sampled": ", ".join(asked), **train})
             metrics: dict[int, Mapping[str, float]] = {r: train}
-            if r > 1:  # partners evaluated the previous round's global model before training on it
+            if r > 1 and outcome.val_metrics is not None:  # as sums in the masked updates (secure aggregation)
+                metrics[r - 1] = self._val_totals(r - 1, outcome.val_metrics)
+            elif r > 1:  # partners evaluated the previous round's global model before training on it
                 metrics[r - 1] = self._val(r - 1, {n: x.incoming_val for n, x in replies.items()})
             self.weights = outcome.weights
             self.commit(r, metrics)
@@ -316,9 +331,9 @@ class RoundLoop:
                     r,
                     loss,
                     r - 1,
-                    self.metric,
-                    val.get(f"val_{self.metric}", float("nan")),
-                    parts,
+                    self.select_on,
+                    val.get(f"val_{self.select_on}", float("nan")),
+                    parts or "over all partners' validation splits",
                 )
             else:
                 self.logger.info("round %d: train loss %.4f", r, loss)
@@ -326,7 +341,7 @@ class RoundLoop:
                 self.logger.info(
                     "early stop after round %d: validation %s best at round %d, no better for %d rounds",
                     r,
-                    self.metric,
+                    self.select_on,
                     self.best.round,
                     r - 1 - self.best.round,
                 )

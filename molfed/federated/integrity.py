@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from molfed.federated import val_sums
 from molfed.federated.secure.fixedpoint import DEFAULT_SCALE
 from molfed.federated.secure.rounds import Transport, secure_round
 from molfed.federated.signing import SignedUpdate, verify_updates
@@ -45,6 +46,9 @@ class SecureSettings:
     transport: Transport
     threshold: int
     scale: int = DEFAULT_SCALE
+    val_tasks: tuple[tuple[str, str], ...] = ()
+    """Shared tasks ``(name, type)`` whose validation sums ride in the masked updates from round 2 on
+    (:mod:`molfed.federated.val_sums`); empty: none do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +187,12 @@ class GuardedStrategy(Strategy):
         ]
         names = [u.partner for u in updates if not (u.weights or u.extras)]
         check = RoundCheck(server_round, len(updates), tuple(rejected), len(plain))
+        tasks = self.secure.val_tasks if server_round > 1 else ()
         try:
             result = secure_round(
                 self.secure.transport,
                 names,
-                template=current,
+                template={**current, **val_sums.template(len(tasks))} if tasks else current,
                 run_id=self.run_id,
                 server_round=server_round,
                 threshold=self.secure.threshold,
@@ -205,9 +210,11 @@ class GuardedStrategy(Strategy):
         if len(result.survivors) < min_partners:
             reasons = "; ".join(f"{f.partner}: {f.reason}" for f in [*failures, *rejected]) or "none"
             raise QuorumError(f"{len(result.survivors)} usable update(s), quorum is {min_partners} ({reasons})")
-        mean = Update("secure-sum", result.weights, result.n_samples)
+        model, totals = val_sums.take(result.weights, result.n_samples)
+        val = val_sums.metrics(totals, *zip(*tasks, strict=True)) if totals is not None and tasks else None
+        mean = Update("secure-sum", model, result.n_samples)
         weights = self.inner.aggregate(server_round, current, [mean], invited=len(updates) + len(failures))
-        return RoundOutcome(weights, result.survivors, (*failures, *rejected))
+        return RoundOutcome(weights, result.survivors, (*failures, *rejected), val)
 
     def _report(self, check: RoundCheck) -> None:
         if self.on_round is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from molfed.federated import partner as p
 from molfed.federated import private_heads as ph
+from molfed.federated import val_sums
 from molfed.federated.partner_state import safe_name
 from molfed.federated.types import Update, Weights
 from molfed.models.model import ModelSpec, MoleculeModel
@@ -67,14 +68,21 @@ def round_job(
     tensors: Mapping[str, Weights] | None = None,
     state_key: str = "default",
     device: str = "cpu",
+    val_as_sums: bool = False,
 ) -> RoundReply:
     """A partner's round ``server_round`` of a federation seeded ``seed``: from round 2 on, first evaluate the
     incoming global model (the previous round's) on the validation split; then train it locally with the strategy's
     options and tensors (partner-private strategy state lives under ``state_key`` in the workspace).
 
+    With ``val_as_sums`` (secure aggregation) the evaluation travels as sums inside the update
+    (:mod:`molfed.federated.val_sums`) and the reply's ``incoming_val`` stays empty.
+
     The one derivation of a partner's round seed and evaluation rule, whatever pool runs the job."""
-    incoming = {}
-    if server_round > 1:
+    incoming: dict[str, float] = {}
+    sums = None
+    if server_round > 1 and val_as_sums:
+        sums = val_sums.partner_sums(data, spec=spec, weights=weights, scaling=scaling, device=device)
+    elif server_round > 1:
         incoming = p.evaluate_partner(data, spec=spec, weights=weights, scaling=scaling, device=device)["val"]
     update = p.local_update(
         data,
@@ -89,7 +97,7 @@ def round_job(
         server_round=server_round,
         state_key=state_key,
     )
-    return RoundReply(update, incoming)
+    return RoundReply(update if sums is None else val_sums.embed(update, sums), incoming)
 
 
 def finish_job(

@@ -32,6 +32,9 @@ class RoundOutcome:
     """Partners whose updates were aggregated."""
     failures: tuple[Failure, ...]
     """Partners that failed or whose updates were rejected, with reasons."""
+    val_metrics: Mapping[str, float] | None = None
+    """The previous round's global model's validation metrics over the union of the accepted partners' validation
+    splits, when they travelled as sums inside the updates (secure aggregation, :mod:`molfed.federated.val_sums`)."""
 
 
 def validate_updates(

@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-CLASSIFICATION_METRICS = ("roc_auc", "pr_auc")
+CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "logloss")
+PROBABILITY_FLOOR = 1e-7
+"""Probabilities are clipped to ``[floor, 1 - floor]`` for log-loss (one confident mistake stays finite)."""
 
 
 def masked_loss(out: Tensor, y: Tensor, is_classification: Tensor) -> Tensor:
@@ -73,9 +75,18 @@ def _regression(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def _classification(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    if t.size < 2 or len(np.unique(t)) < 2:
+    if t.size == 0:
         return {}
-    return {"roc_auc": roc_auc(t, p), "pr_auc": average_precision(t, p)}
+    out = {"logloss": float(np.mean(bce(t, p)))}  # defined with one class too; a sum over molecules (val_sums)
+    if t.size >= 2 and len(np.unique(t)) >= 2:
+        out.update({"roc_auc": roc_auc(t, p), "pr_auc": average_precision(t, p)})
+    return out
+
+
+def bce(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of probabilities ``p`` for 0/1 labels ``t``, per molecule (natural log)."""
+    q = np.clip(p, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    return -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))
 
 
 def roc_auc(t: np.ndarray, p: np.ndarray) -> float:

@@ -118,3 +118,23 @@ def test_leak_audit_finds_no_partner_structure_after_the_flow(runs):
     report = audit_stores(runs.secure.config)
     assert report.files > 0 and report.rows > 0
     assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]
+
+
+def test_validation_travels_as_sums_inside_the_masked_updates(runs):
+    """Issue 16: under secure aggregation round 1's global model is validated from summed squared errors that rode
+    in the masked vectors: the coordinator logs the value over alpha's and beta's validation splits (gamma's round
+    keys were refused) and no partner's own value; it equals what alpha's and beta's plain reports combine to."""
+    plain = runs.client.get_run(runs.plain.result["run_id"]).data
+    secure = runs.client.get_run(runs.secure.result["run_id"]).data
+    history = runs.client.get_metric_history(runs.secure.result["run_id"], "val_rmse")
+    assert [m.step for m in history] == [1, 2]
+    secure_per_partner = [
+        m.step for n in ("alpha", "beta") for m in runs.client.get_metric_history(runs.secure.result["run_id"],
+        f"val_rmse.{n}")
+    ]  # fmt: skip
+    assert secure_per_partner == [ROUNDS, ROUNDS]  # the final job's report only, never a round's
+    n_val = {n: int(plain.tags[f"partner.{n}.split"].split("/")[1]) for n in ("alpha", "beta")}
+    rmse = {n: runs.client.get_metric_history(runs.plain.result["run_id"], f"val_rmse.{n}")[0].value for n in n_val}
+    expected = np.sqrt(sum(n_val[n] * rmse[n] ** 2 for n in n_val) / sum(n_val.values()))
+    assert history[0].value == pytest.approx(expected, rel=1e-3)
+    assert "val_rmse" in secure.metrics
