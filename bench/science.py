@@ -9,9 +9,10 @@ references get the same budget and seed as the flow gives them (``train_alone``,
 ``pooled_baseline`` call, with each partner's test split measured every round as well).
 
 Every round's validation and test metrics are kept (federated: the run log's global weights of each round), so each
-model is reported twice: at the last round (what ships today) and at the round of best validation loss
-(size-weighted over the partners' validation splits for federated and pooled, the partner's own for local-only; the
-loss is MSE on standardized targets or BCE, sums that could travel through secure aggregation).
+model is reported twice: at the last round (``federation.selection: last``) and at the round the product keeps by
+default (``best_val``): the first round with the best validation value of the headline metric, combined over the
+partners' validation splits as the engine combines it for federated and pooled, the partner's own for local-only
+(the rule of ``molfed.federated.engine.Best`` and ``baselines.Selection``).
 
 Per (set, partners, recipe, selection) it prints mean +- sd and median over seeds of federated / pooled on all
 partners' test splits (RMSE over their union; ROC-AUC the size-weighted mean of partners' AUCs, as the run report
@@ -223,16 +224,35 @@ def _val_loss(round_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], si
     return sum(v * n for v, n in pairs) / max(sum(n for _, n in pairs), 1) if pairs else float("inf")
 
 
-def selected_rounds(curves: Mapping[str, Curve], names: Sequence[str], val_sizes: Mapping[str, int]) -> dict:
-    """``{selection: {kind: {partner: round}}}``; local-only picks per partner, the shared models for all."""
+def _val_score(
+    round_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], sizes: Mapping[str, int], metric: str
+) -> float:
+    """The run's selection value over the partners in ``round_metrics``: ``metric`` combined over their validation
+    splits as the engine combines it (RMSE over the union; other metrics size-weighted), NaN if absent."""
+    per_partner = {n: m["val"] for n, m in round_metrics.items() if metric in m["val"]}
+    return coord.combine_partners(per_partner, sizes).get(metric, float("nan")) if per_partner else float("nan")
+
+
+def selected_rounds(
+    curves: Mapping[str, Curve], names: Sequence[str], val_sizes: Mapping[str, int], metric: str
+) -> dict:
+    """``{selection: {kind: {partner: round}}}``, ``best`` by the product's rule (``federation.selection:
+    best_val``): the first round with the best validation ``metric``, over all partners for the shared models, on
+    each partner's own validation split for local-only."""
+    sign = -1.0 if higher_is_better(metric) else 1.0
+
+    def best(values: Sequence[float]) -> int:
+        keyed = [sign * v if np.isfinite(v) else np.inf for v in values]
+        return 1 + int(np.argmin(keyed))
+
     out: dict[str, dict[str, dict[str, int]]] = {"last": {}, "best": {}}
     for kind, curve in curves.items():
         out["last"][kind] = {n: len(curve) for n in names}
         if kind == coord.LOCAL_ONLY:
-            out["best"][kind] = {n: 1 + int(np.argmin([_val_loss({n: c[n]}, val_sizes) for c in curve])) for n in names}
+            out["best"][kind] = {n: best([_val_score({n: c[n]}, val_sizes, metric) for c in curve]) for n in names}
         else:
-            best = 1 + int(np.argmin([_val_loss(c, val_sizes) for c in curve]))
-            out["best"][kind] = {n: best for n in names}
+            chosen = best([_val_score(c, val_sizes, metric) for c in curve])
+            out["best"][kind] = {n: chosen for n in names}
     return out
 
 
@@ -241,7 +261,7 @@ def result_rows(
 ) -> list[dict[str, Any]]:
     """Per selection, one row per partner and one for all partners: each kind's test ``metric`` and round."""
     rows = []
-    for selection, picks in selected_rounds(curves, names, sizes["val"]).items():
+    for selection, picks in selected_rounds(curves, names, sizes["val"], metric).items():
         per_kind = {k: {n: curves[k][picks[k][n] - 1][n]["test"] for n in names} for k in curves}
         for n in [*names, coord.ALL_PARTNERS]:
             row: dict[str, Any] = {"selection": selection, "partner": n}
@@ -259,13 +279,16 @@ def result_rows(
 
 
 def curve_rows(curves: Mapping[str, Curve], metric: str, sizes: Mapping[str, Mapping[str, int]]) -> list[dict]:
-    """Per kind and round: all partners' validation loss and test ``metric``."""
+    """Per kind and round: all partners' validation loss and ``metric``, and their test ``metric``."""
     rows = []
     for kind, curve in curves.items():
         for r, per_partner in enumerate(curve, 1):
             test = coord.combine_partners({n: m["test"] for n, m in per_partner.items()}, sizes["test"])
             val = _val_loss(per_partner, sizes["val"])
-            rows.append({"kind": kind, "round": r, "val_loss": val, "test": test.get(metric, float("nan"))})
+            score = _val_score(per_partner, sizes["val"], metric)
+            rows.append(
+                {"kind": kind, "round": r, "val_loss": val, "val": score, "test": test.get(metric, float("nan"))}
+            )
     return rows
 
 

@@ -71,15 +71,17 @@ def test_references_are_the_flow_baselines_and_rows_follow_the_curves(tmp_path):
     curves = {coord.FEDERATED: curve, **refs}
     sizes = {s: {d.name: getattr(d.summary, f"n_{s}") for d in partners} for s in ("val", "test")}
     rows = science.result_rows(curves, "rmse", names, sizes)
-    picks = science.selected_rounds(curves, names, sizes["val"])
-    for kind in curves:  # best = lowest size-weighted validation loss; local-only per partner
+    picks = science.selected_rounds(curves, names, sizes["val"], "rmse")
+    for kind in curves:  # best = lowest validation RMSE over the union (the engine's rule); local-only per partner
         for n in names:
             group = names if kind != coord.LOCAL_ONLY else [n]
-            losses = [
-                sum(c[m]["val"]["loss"] * sizes["val"][m] for m in group) / sum(sizes["val"][m] for m in group)
+            rmse = [
+                math.sqrt(
+                    sum(c[m]["val"]["rmse"] ** 2 * sizes["val"][m] for m in group) / sum(sizes["val"][m] for m in group)
+                )
                 for c in curves[kind]
             ]
-            assert picks["best"][kind][n] == 1 + losses.index(min(losses))
+            assert picks["best"][kind][n] == 1 + rmse.index(min(rmse))
             assert picks["last"][kind][n] == 3
     for row in rows:
         if row["partner"] != coord.ALL_PARTNERS:
