@@ -184,46 +184,8 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
         tracker.log_metrics(run_id, coord.split_metrics("test", {n: final[n].test for n in names}, sizes["test"]))
         tracker.log_metrics(run_id, private_metrics(final))  # partners that allow it; aggregates only
         test = {n: {coord.FEDERATED: final[n].test} for n in names}
-        kinds, local_history, pooled_history = [coord.FEDERATED], {}, []
-        if config.baselines.local_only:
-            local = pool.local_only(spec, init, scaling)
-            local_history = {n: curve for n, (_, curve) in local.items()}
-            steps = max((len(h) for h in local_history.values()), default=0)  # shorter where a baseline stopped early
-            per_round = [{n: local_history[n][i] for n in names if i < len(local_history[n])} for i in range(steps)]
-            ct.log_baseline(
-                tracker,
-                run_id,
-                f"{config.name}-local-only",
-                coord.LOCAL_ONLY,
-                per_round,
-                {n: t for n, (t, _) in local.items()},
-                sizes,
-            )
-            for n in names:
-                test[n][coord.LOCAL_ONLY] = local[n][0]
-            kinds.append(coord.LOCAL_ONLY)
-            progress.advance("baselines", "local-only done")
-        if config.baselines.fine_tune_epochs:  # personalization: each partner's own continuation of the kept model
-            tuned = pool.fine_tune(spec, weights, scaling)
-            epochs = max((len(h) for _, h in tuned.values()), default=0)
-            per_epoch = [{n: h[i] for n, (_, h) in tuned.items() if i < len(h)} for i in range(epochs)]
-            tuned_test = {n: t for n, (t, _) in tuned.items()}
-            ct.log_baseline(
-                tracker, run_id, f"{config.name}-fine-tuned", coord.FINE_TUNED, per_epoch, tuned_test, sizes
-            )
-            for n in names:
-                test[n][coord.FINE_TUNED] = tuned_test[n]
-            kinds.append(coord.FINE_TUNED)
-            progress.advance("baselines", "fine-tuning done")
-        if config.baselines.pooled:
-            pooled_test, pooled_history = ct.pooled(config, spec, init, scaling)
-            ct.log_baseline(tracker, run_id, f"{config.name}-pooled", coord.POOLED, pooled_history, pooled_test, sizes)
-            for n in names:
-                test[n][coord.POOLED] = pooled_test[n]
-            kinds.append(coord.POOLED)
-            progress.advance("baselines", "pooled done")
-
-        curves = reporting.curves_from_history(loop.history.val, local_history, pooled_history, metric)
+        refs = ct.compare(config, pool, tracker, run_id, spec, init, weights, scaling, sizes, test)
+        curves = reporting.curves_from_history(loop.history.val, refs.local_history, refs.pooled_history, metric)
         parity = {n: final[n].parity for n in names} if j is not None else None
         ct.log_figures(tracker, run_id, curves, metric, parity, edges, task_names[j or 0], unit)
         nested = config.tracking.parent_run_id is not None  # a leave-one-out federation: an estimate, not a model
@@ -234,17 +196,17 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
             (None, None) if nested else ct.log_model(tracker, run_id, config, spec, weights, scaling, calibration)
         )
         decision = ct.decide_champion(tracker, run_id, config, version, champion, final, sizes["val"])
-        rows = coord.comparison_rows(test, metric, kinds, sizes["test"])
+        rows = coord.comparison_rows(test, metric, refs.kinds, sizes["test"])
         loo = ""
         if config.baselines.contributions:
             full = {n: t[coord.FEDERATED][metric] for n, t in test.items() if metric in t[coord.FEDERATED]}
             loo = leave_one_out(config, tracker, run_id, full, metric, sizes["test"], federated_training)
-        _, value_md = vt.report_value(tracker, run_id, test, rows, metric, kinds, overlap_md, loo)
+        _, value_md = vt.report_value(tracker, run_id, test, rows, metric, refs.kinds, overlap_md, loo)
         tracker.log_json(run_id, {"metric": metric, "rows": rows}, layout.RESULTS)
         ct.publish_report(
             rows,
             metric,
-            kinds,
+            refs.kinds,
             reporting.round_table(loop.history.rows, loop.history.val, metric),
             summaries,
             tracker.run_link(run_id),
@@ -271,7 +233,7 @@ def federated_training(config: RunConfig, resume_run_id: SkipJsonSchema[str | No
         "model_version": version,
         "champion": decision,
         "metric": metric,
-        "kinds": kinds,
+        "kinds": refs.kinds,
         "rows": rows,
         "seconds": time.perf_counter() - started,
     }

@@ -4,18 +4,27 @@ logging to MLflow and Prefect (plain functions: a task run each only added Prefe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from molfed import plots, reporting
+from molfed import plots, progress, reporting
 from molfed.config import RunConfig
 from molfed.data.labels import DISAGREEING
 from molfed.federated import baselines
 from molfed.federated import partner as p
 from molfed.federated.conformal import Calibration
-from molfed.federated.coordinator import combine_partners, decide_promotion, split_metrics
+from molfed.federated.coordinator import (
+    FEDERATED,
+    FINE_TUNED,
+    LOCAL_ONLY,
+    POOLED,
+    combine_partners,
+    decide_promotion,
+    split_metrics,
+)
 from molfed.federated.jobs import FinalReport
 from molfed.federated.partner import PartnerSummary
 from molfed.federated.types import Weights
@@ -42,6 +51,59 @@ def pooled(
         device=config.device,
         **selection(config),
     )
+
+
+@dataclass
+class Comparison:
+    """What the references of a run produced: the model kinds compared (columns) and validation curves."""
+
+    kinds: list[str]
+    local_history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    pooled_history: list[dict[str, dict[str, float]]] = field(default_factory=list)
+
+
+def compare(
+    config: RunConfig,
+    pool: Any,
+    tracker: Tracker,
+    run_id: str,
+    spec: ModelSpec,
+    init: Weights,
+    weights: Weights,
+    scaling: Mapping[str, Sequence[float]],
+    sizes: Mapping[str, Mapping[str, int]],
+    test: dict[str, dict[str, Mapping[str, float]]],
+) -> Comparison:
+    """The references the config asks for, next to the federated model (already in ``test``): local-only (the
+    federation's budget from ``init``), each partner's fine-tuning of the kept ``weights`` and pooled (simulation
+    only). Each is a child run and a column of ``test`` (filled in here, per partner)."""
+    out = Comparison([FEDERATED])
+    names = list(test)
+
+    def add(kind: str, run_name: str, results: Mapping[str, Any]) -> None:
+        curves = {n: curve for n, (_, curve) in results.items()}
+        steps = max((len(c) for c in curves.values()), default=0)  # shorter where one stopped early
+        per_step = [{n: c[i] for n, c in curves.items() if i < len(c)} for i in range(steps)]
+        log_baseline(tracker, run_id, run_name, kind, per_step, {n: t for n, (t, _) in results.items()}, sizes)
+        for n in names:
+            test[n][kind] = results[n][0]
+        out.kinds.append(kind)
+        progress.advance("baselines", f"{kind} done")
+
+    if config.baselines.local_only:
+        local = pool.local_only(spec, init, scaling)
+        out.local_history = {n: curve for n, (_, curve) in local.items()}
+        add(LOCAL_ONLY, f"{config.name}-local-only", local)
+    if config.baselines.fine_tune_epochs:  # personalization: each partner's own continuation of the kept model
+        add(FINE_TUNED, f"{config.name}-fine-tuned", pool.fine_tune(spec, weights, scaling))
+    if config.baselines.pooled:
+        pooled_test, out.pooled_history = pooled(config, spec, init, scaling)
+        log_baseline(tracker, run_id, f"{config.name}-pooled", POOLED, out.pooled_history, pooled_test, sizes)
+        for n in names:
+            test[n][POOLED] = pooled_test[n]
+        out.kinds.append(POOLED)
+        progress.advance("baselines", "pooled done")
+    return out
 
 
 def log_partners(tracker: Tracker, run_id: str, config: RunConfig, summaries: Sequence[PartnerSummary]) -> None:
@@ -146,7 +208,7 @@ def publish_report(
         for s in summaries
     ]
     create_markdown_artifact("\n".join(lines), key="federation-report", description="molfed federation report")
-    create_table_artifact(list(round_rows), key="round-metrics", description="per-round federated metrics")
+    create_table_artifact([dict(r) for r in round_rows], key="round-metrics", description="per-round federated metrics")
 
 
 def decide_champion(
