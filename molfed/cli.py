@@ -561,6 +561,7 @@ def _site_agent(site_config: Path) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # quiet: no download bars
     import pandas as pd
 
     from molfed.errors import InputError
