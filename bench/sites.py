@@ -22,10 +22,10 @@ Per-job overhead (target: median <= 1 s) is read from Prefect after the runs: fo
 ``partner-job`` / ``secagg-job`` deployments a sites case created, ``start_time - created`` (the request visible
 on the server until the agent marks it Running), and ``end_time - start_time`` (the job at the site). The
 coordinator's view per wave (one action at every partner; means, so that a round's wave and gap add up): first to
-last job created (the coordinator's ``run_deployment`` calls), first created to last ended, and the gap until the
+last job created (the coordinator's creates, one after the other), first created to last ended, and the gap until the
 next wave's first job is created (the coordinator's own work). The Prefect server logs its retryable errors
-(``database is locked``, answered with 503, which Prefect's client retries after 2, 4, 8, 16, 32 s): their count
-per case is printed.
+(``database is locked``, answered with 503, which molfed retries after 50 ms, growing): their count per case is
+printed.
 
     PYTHONPATH=. .venv/bin/python bench/sites.py [--rounds 10] [--repeat 2] [--secure]
 """

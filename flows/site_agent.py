@@ -39,7 +39,7 @@ from molfed.site.failures import errors_stay_at_site
 from molfed.site.jobs import Job, parse_job
 from molfed.site.policy import check_request
 from molfed.site.requests import RequestRefused, SeenNonces, Verified, trusted_keys, verify_request
-from tasks.sites import partner_pool
+from tasks.sites import partner_pool, set_state
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
@@ -109,7 +109,7 @@ class SiteAgent:
 
     def process(self, client: Any, flow_run: Any) -> str:
         """Claim ``flow_run``, decide, run it if admitted; return the decision (``skipped`` if another took it)."""
-        claim = client.set_flow_run_state(flow_run.id, Pending(message="site agent"))
+        claim = set_state(client, flow_run.id, Pending(message="site agent"))
         if claim.status != SetStateStatus.ACCEPT:
             return "skipped"
         entry = {"flow_run": f"{flow_run.id} {flow_run.name}", "deployment": str(flow_run.deployment_id or "")}
@@ -120,26 +120,43 @@ class SiteAgent:
         entry.update(key_id=verified.key_id, federation=verified.federation, action=job.action)
         entry["server_round"] = job.server_round  # type: ignore[assignment]
         self.audit.write(AuditEntry("accepted", **entry))  # type: ignore[arg-type]
-        client.set_flow_run_state(flow_run.id, Running(message="site agent"), force=True)
+        # Running is written beside the job, not before it: the job starts at once, its final state waits for it
+        running = threading.Thread(target=self._mark_running, args=(client, flow_run), name="site-agent-running")
+        running.start()
         try:
             with errors_stay_at_site(self.site, f"{job.action} round {job.server_round}"):
                 try:
                     self.runner.run(job, verified)
                 except RequestRefused as exc:  # a download or the federation's settings broke the request
+                    running.join()
                     return self._refuse(client, flow_run, entry, exc)
         except RuntimeError as exc:  # details went to jobs.log; the message names the error's kind only
             self.audit.write(AuditEntry("failed", **entry, reason=str(exc)))  # type: ignore[arg-type]
-            client.set_flow_run_state(flow_run.id, Failed(message=str(exc)), force=True)
+            running.join()
+            self._set_state(client, flow_run, Failed(message=str(exc)))
             return "failed"
+        finally:
+            running.join()
         self.audit.write(AuditEntry("completed", **entry))  # type: ignore[arg-type]
-        client.set_flow_run_state(flow_run.id, Completed(message="site agent"), force=True)
+        self._set_state(client, flow_run, Completed(message="site agent"))
         return "completed"
+
+    def _mark_running(self, client: Any, flow_run: Any) -> None:
+        try:
+            self._set_state(client, flow_run, Running(message="site agent"))
+        except Exception as exc:  # the job goes on; its final state is forced anyway
+            log.warning("flow run %s: could not mark it running (%s)", flow_run.id, type(exc).__name__)
+
+    @staticmethod
+    def _set_state(client: Any, flow_run: Any, state: Any) -> None:
+        """Force ``flow_run`` into ``state`` (this agent holds the claim), retried quickly while the server is busy."""
+        set_state(client, flow_run.id, state, force=True)
 
     def _refuse(self, client: Any, flow_run: Any, entry: dict[str, Any], exc: RequestRefused) -> str:
         reason = f"refused by site {self.site.name}: {exc}"
         self.audit.write(AuditEntry("refused", **entry, reason=str(exc)))
         log.warning("flow run %s %s", flow_run.id, reason)
-        client.set_flow_run_state(flow_run.id, Failed(message=reason), force=True)
+        self._set_state(client, flow_run, Failed(message=reason))
         return "refused"
 
     def poll_once(self, client: Any) -> int:

@@ -25,7 +25,7 @@ from molfed.models.model import ModelSpec
 from molfed.site.jobs import Job, PartnerJob, SecAggJob
 from molfed.site.policy import EpsilonLedger, check_federation
 from molfed.site.requests import RequestRefused, Verified, check_binding, json_digest
-from molfed.site_artifacts import upload_json
+from molfed.site_artifacts import Artifacts
 from molfed.tracking import Tracker, load_model_parts, resolve_tracking_uri
 from tasks import integrity
 from tasks.partner import finish_from_config, load_partner, local_only_from_config, round_from_config
@@ -37,6 +37,7 @@ class WarmSite:
     def __init__(self, site: SiteConfig):
         self.site = site
         self._tracker: Tracker | None = None
+        self._artifacts: Artifacts | None = None
         self._data: dict[str, PartnerData] = {}
         """Prepared data by the digest of the federation config it was prepared for."""
         self._signed: dict[str, Any] = {}
@@ -52,6 +53,13 @@ class WarmSite:
             self._tracker = Tracker(resolve_tracking_uri(None), None)
         return self._tracker
 
+    @property
+    def artifacts(self) -> Artifacts:
+        """Replies and weights, one request per file (:mod:`molfed.site_artifacts`)."""
+        if self._artifacts is None:
+            self._artifacts = Artifacts(resolve_tracking_uri(None))
+        return self._artifacts
+
     def run(self, job: Job, request: Verified) -> None:
         """Run ``job``, upload its reply to the partner's site run.
 
@@ -61,10 +69,8 @@ class WarmSite:
             If a download differs from what was signed, or the federation's settings break the site's policy.
         """
         if isinstance(job, SecAggJob):
-            reply = self._secagg(job)
-            upload_json(
-                self.tracker.tracking_uri, job.site_run_id, layout.site_reply(job.action, job.server_round), reply
-            )
+            steps = self._secagg(job)
+            self.artifacts.put_json(job.site_run_id, layout.site_reply(job.action, job.server_round), steps)
             return
         federation, digest = self._federation(job, request)
         config = site_run_config(federation, self.site)
@@ -79,7 +85,7 @@ class WarmSite:
             reply = self._round(job, request, federation, config, data)
         else:
             reply = self._finish(job, request, config, data)
-        self.tracker.log_json(job.site_run_id, reply, layout.site_reply(job.action, job.server_round))
+        self.artifacts.put_json(job.site_run_id, layout.site_reply(job.action, job.server_round), reply)
 
     def _signed_json(self, job: PartnerJob, request: Verified, path: str, name: str) -> Any:
         """The JSON artifact ``path`` of the federation run, checked against the digest the request bound ``name``
@@ -87,7 +93,7 @@ class WarmSite:
         signed = request.bindings.get(name)
         if signed in self._signed:
             return self._signed[signed]
-        obj = self.tracker.download_json(job.parent_run_id, path)
+        obj = self.artifacts.get_json(job.parent_run_id, path)
         check_binding(request.bindings, name, json_digest(obj))
         if len(self._signed) >= 16:  # a few federations' config and plan
             self._signed.clear()
@@ -109,7 +115,7 @@ class WarmSite:
         return ModelSpec.from_dict(plan["spec"]), plan["scaling"]
 
     def _weights(self, job: PartnerJob, request: Verified, server_round: int, name: str) -> dict:
-        weights = self.tracker.download_weights(job.parent_run_id, layout.global_weights(server_round))
+        weights = self.artifacts.get_weights(job.parent_run_id, layout.global_weights(server_round))
         check_binding(request.bindings, name, weights_digest(weights))
         return weights
 
@@ -135,7 +141,7 @@ class WarmSite:
             out, advert = integrity.hold_at_site(federation, config, out, **at)
         else:
             out = integrity.seal(config, job.partner, out, **at)
-            self.tracker.log_weights(job.site_run_id, out.update.weights, layout.site_update(job.server_round))
+            self.artifacts.put_weights(job.site_run_id, layout.site_update(job.server_round), out.update.weights)
         return {
             "n_samples": out.update.n_samples,
             "metrics": dict(out.update.metrics),

@@ -12,16 +12,18 @@ instead; the protocol's other steps are light ``secagg-job`` runs (``tasks/secag
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from uuid import uuid4
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas import OrchestrationResult
+from prefect.client.schemas.actions import DeploymentFlowRunCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import WorkerStatus
-from prefect.deployments import run_deployment
-from prefect.exceptions import PrefectHTTPStatusError
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from prefect.states import Cancelled
+from prefect.client.schemas.objects import FlowRun, State, WorkerStatus
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Scheduled, to_state_create
 
 from molfed import layout
 from molfed.config import RunConfig
@@ -32,10 +34,12 @@ from molfed.federated.types import Failure, Update, Weights
 from molfed.federated.weights import weights_digest
 from molfed.models.model import ModelSpec
 from molfed.site.requests import RequestSigner, json_digest
+from molfed.site_artifacts import Artifacts
 from molfed.tracking import Tracker
 
-POLL_S = 0.2
-"""How often the coordinator looks at its pending jobs' states (a job's reply is read as soon as it completes)."""
+POLL_S = 0.1
+"""How often the coordinator looks at its pending jobs' states (one read-only query for all of them; a job's reply
+is fetched as soon as it completes, while the others still run)."""
 OFFLINE_CHECK_S = 5.0
 """How often, per partner, a job not done after ``offline_after_s`` makes the coordinator check the pool's agents."""
 
@@ -61,30 +65,52 @@ def active(run_id: str) -> SitePartners:
         raise RuntimeError(f"no sites partner pool is open for run {run_id!r}") from None
 
 
-def _create_job(deployment: str, job: Mapping[str, Any], name: str) -> Any:
-    """A flow run of ``deployment`` carrying the signed ``job``, retried quickly while the server is busy.
+def _api(client: Any, method: str, path: str, body: Mapping[str, Any], attempts: int = 60) -> Any:
+    """One Prefect API request through ``client``'s HTTP session, retried quickly while the server is busy; the
+    response's JSON, or None for a 404.
 
-    A Prefect server on SQLite answers 503 when two writers collide ("database is locked"); its client then waits
-    2, 4, 8, ... s. Here a 503 is retried after 50 ms, growing to 2 s; the request's nonce is the idempotency key, so
-    a retry of a create that did reach the database returns the same flow run."""
+    A Prefect server on SQLite answers 503 when two writers collide ("database is locked"). Prefect's client then
+    waits 2, 4, 8, ... s — and even with its retries turned off it sleeps 2 s after a 503 before returning it
+    (``prefect/client/base.py``, 3.9). Here the request goes out once per attempt and a 503 (or 429, 502, or a
+    dropped connection) is retried after 50 ms, growing to 2 s."""
+    import httpx
+
+    http = client._client  # Prefect's httpx client: base URL and auth headers as configured
+    if getattr(http, "enable_csrf_support", False):  # its CSRF token handshake lives in Prefect's own send
+        return client.request(method, path, json=body).json()
     delay = 0.05
-    for attempt in range(60):
+    for attempt in range(attempts):
         try:
-            with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
-                return run_deployment(
-                    deployment,
-                    parameters={"job": job},
-                    timeout=0,
-                    idempotency_key=job["request"]["nonce"],
-                    flow_run_name=name,
-                    as_subflow=False,  # no placeholder task run in the federation's flow run: one write less per job
-                )
-        except PrefectHTTPStatusError as exc:
-            if exc.response.status_code not in (429, 502, 503) or attempt == 59:
+            response = httpx.Client.send(http, http.build_request(method, path, json=body))
+        except httpx.TransportError:
+            if attempt == attempts - 1:
                 raise
+        else:
+            if response.status_code not in (429, 502, 503) or attempt == attempts - 1:
+                if response.status_code == 404:
+                    return None
+                response.raise_for_status()
+                return response.json()
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
     raise AssertionError("unreachable")
+
+
+def set_state(client: Any, flow_run_id: Any, state: State, *, force: bool = False) -> OrchestrationResult:
+    """``client.set_flow_run_state``, retried quickly while the server is busy (see :func:`_api`).
+
+    Raises
+    ------
+    ObjectNotFound
+        If the flow run does not exist."""
+    create = to_state_create(state)
+    create.state_details.flow_run_id = flow_run_id
+    create.state_details.transition_id = uuid4()
+    body = {"state": create.model_dump(mode="json", serialize_as_any=True), "force": force}
+    out = _api(client, "POST", f"/flow_runs/{flow_run_id}/set_state", body)
+    if out is None:
+        raise ObjectNotFound(http_exc=LookupError(str(flow_run_id)))
+    return OrchestrationResult.model_validate(out)
 
 
 def site_experiment(experiment: str, partner: str) -> str:
@@ -129,6 +155,11 @@ class SitePartners:
         self.timeout = config.federation.round_timeout_s
         self.offline_after = min(config.federation.offline_after_s, self.timeout)
         self._local_only: dict[str, Any] = {}
+        self.artifacts = Artifacts(tracker.tracking_uri)
+        self._threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sites")
+        self._client: Any = None
+        self._deployments: dict[str, Any] = {}
+        """Deployment ids by name (``partner-job/partner-<name>``), looked up once per run."""
         self.adverts: dict[int, dict[str, dict[str, Any]]] = {}
         """Per round, each partner's round keys (JSON) from its round job under secure aggregation."""
         _ACTIVE[run_id] = self
@@ -162,13 +193,16 @@ class SitePartners:
         flow: str = PARTNER_FLOW,
         each: Mapping[str, Mapping[str, Any]] | None = None,
         bindings: Mapping[str, str] | None = None,
+        fetch: Callable[[str], Any] | None = None,
         **params: Any,
     ) -> tuple[dict[str, Any], list[Failure]]:
         """Start ``action`` of ``flow`` at ``partners`` (default: every partner) with ``params`` and the partner's
         ``each`` entry, signed together with ``bindings`` (digests of what the job fetches); wait until each
-        finishes or the timeout passes, read the replies."""
+        finishes or the timeout passes. Each reply is fetched (``fetch(partner)``; default: the reply JSON) as soon
+        as its job completes, while the others still run; one that cannot be read is that partner's failure."""
         names = self.names if partners is None else list(partners)
-        runs = {}
+        fetch = fetch or (lambda n: self.artifacts.get_json(self.site_runs[n], layout.site_reply(action, server_round)))
+        requests = []
         for n in names:
             job = {
                 "partner": n,
@@ -180,34 +214,38 @@ class SitePartners:
                 **(each or {}).get(n, {}),
             }
             signed = self.signer.sign(job, bindings=bindings or {}, lifetime_s=self.timeout + 120)
-            runs[n] = _create_job(partner_deployment(n, flow), signed, f"{action}-{server_round}-{n}")
+            requests.append((partner_deployment(n, flow), signed, f"{action}-{server_round}-{n}"))
+        client = self._prefect()
+        runs = {n: self._create(client, *r) for n, r in zip(names, requests, strict=True)}
         started = time.monotonic()
         deadline, offline_check = started + self.timeout, started + self.offline_after
-        pending, states, offline, gone = dict(runs), {}, set(), set()
+        pending, states, offline, gone = dict(runs), {}, set[str](), set[str]()
+        fetched: dict[str, Future[Any]] = {}
         checked: dict[str, float] = {}
-        with get_client(sync_client=True) as client:
-            while pending and time.monotonic() < deadline:
-                ids = FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in pending.values()]))
-                current = {r.id: r.state for r in client.read_flow_runs(flow_run_filter=ids, limit=len(pending))}
-                now = time.monotonic()
-                for n, run in list(pending.items()):
-                    state = current.get(run.id)
-                    if state is not None and state.is_final():
-                        states[n] = state
-                        del pending[n]
-                        continue
-                    if now < offline_check or now - checked.get(n, 0.0) < OFFLINE_CHECK_S or state is None:
-                        continue
-                    checked[n] = now  # is anybody serving the pool? (one heartbeat query per partner every 5 s)
-                    if (state.is_scheduled() or state.is_running()) and not _worker_online(client, n):
-                        # unclaimed with nobody to claim it, or its agent died mid-job: don't wait for the timeout
-                        (offline if state.is_scheduled() else gone).add(n)
-                        del pending[n]
-                if pending:
-                    time.sleep(POLL_S)
-            for n, run in runs.items():  # never picked up or still running: stop it, count it as failed
-                if n in pending or n in offline or n in gone:
-                    client.set_flow_run_state(run.id, Cancelled(message="coordinator timeout"), force=True)
+        while pending and time.monotonic() < deadline:
+            ids = FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in pending.values()]))
+            current = {r.id: r.state for r in client.read_flow_runs(flow_run_filter=ids, limit=len(pending))}
+            now = time.monotonic()
+            for n, run in list(pending.items()):
+                state = current.get(run.id)
+                if state is not None and state.is_final():
+                    states[n] = state
+                    del pending[n]
+                    if state.is_completed():
+                        fetched[n] = self._threads.submit(fetch, n)
+                    continue
+                if now < offline_check or now - checked.get(n, 0.0) < OFFLINE_CHECK_S or state is None:
+                    continue
+                checked[n] = now  # is anybody serving the pool? (one heartbeat query per partner every 5 s)
+                if not state.is_final() and not _worker_online(client, n):
+                    # unclaimed with nobody to claim it, or its agent died mid-job: don't wait for the timeout
+                    (offline if state.is_scheduled() else gone).add(n)
+                    del pending[n]
+            if pending:
+                time.sleep(POLL_S)
+        for n, run in runs.items():  # never picked up or still running: stop it, count it as failed
+            if n in pending or n in offline or n in gone:
+                set_state(client, run.id, Cancelled(message="coordinator timeout"), force=True)
         replies, failures = {}, []
         for n in names:
             pool = partner_pool(n)
@@ -224,8 +262,37 @@ class SitePartners:
             elif not states[n].is_completed():
                 failures.append(Failure(n, f"{action} job {states[n].type.value.lower()}: {states[n].message or ''}"))
             else:
-                replies[n] = self.tracker.download_json(self.site_runs[n], layout.site_reply(action, server_round))
+                try:
+                    replies[n] = fetched[n].result()
+                except Exception as exc:  # a missing or malformed reply is that partner's failure, not the run's
+                    failures.append(Failure(n, f"{action} reply unreadable ({type(exc).__name__})"))
         return replies, failures
+
+    def _prefect(self) -> Any:
+        """The coordinator's Prefect client, opened once per run (thread-safe: jobs are created concurrently)."""
+        if self._client is None:
+            self._client = get_client(sync_client=True)
+            self._client.__enter__()
+        return self._client
+
+    def _create(self, client: Any, deployment: str, job: Mapping[str, Any], name: str) -> FlowRun:
+        """A flow run of ``deployment`` carrying the signed ``job`` (the deployment's id is looked up once per run;
+        the request's nonce is the idempotency key, so a retried create that did reach the database returns the
+        same flow run)."""
+        body = DeploymentFlowRunCreate(
+            parameters={"job": job},
+            state=to_state_create(Scheduled()),
+            name=name,
+            idempotency_key=job["request"]["nonce"],
+        ).model_dump(mode="json", exclude_unset=True)
+        for _ in range(2):
+            if deployment not in self._deployments:
+                self._deployments[deployment] = client.read_deployment_by_name(deployment).id
+            created = _api(client, "POST", f"/deployments/{self._deployments[deployment]}/create_flow_run", body)
+            if created is not None:
+                return FlowRun.model_validate(created)
+            del self._deployments[deployment]  # redeployed since it was looked up: look it up again, once
+        raise ObjectNotFound(http_exc=LookupError(deployment))
 
     def prepare(self) -> tuple[dict[str, jobs.Prepared], list[Failure]]:
         """Partners that fail to prepare (worker down, bad library) sit the run out; the flow applies the quorum."""
@@ -257,22 +324,31 @@ class SitePartners:
         if tensors:  # config validation refuses such strategies in sites mode; this guards direct use
             raise ValueError(f"strategy tensors {sorted(tensors)} cannot travel to sites yet")
         bindings = {**self.bindings, "weights": weights_digest(weights)}
+        secure = self.config.secure_aggregation.enabled
+
+        def fetch(n: str) -> tuple[dict[str, Any], Weights]:  # the reply, then (in the clear) the update it names
+            reply = self.artifacts.get_json(self.site_runs[n], layout.site_reply("round", server_round))
+            update = {} if secure else self.artifacts.get_weights(self.site_runs[n], layout.site_update(server_round))
+            return reply, update
+
         replies, failures = self._dispatch(
-            "round", server_round, partners, bindings=bindings, options=dict(options), state_key=state_key
+            "round",
+            server_round,
+            partners,
+            bindings=bindings,
+            fetch=fetch,
+            options=dict(options),
+            state_key=state_key,
         )
         out = {}
-        if self.config.secure_aggregation.enabled:  # the update stays at the site; its round keys came instead
-            self.adverts = {server_round: {n: r["advert"] for n, r in replies.items()}}
-            for n, r in replies.items():
+        if secure:  # the update stays at the site; its round keys came instead
+            self.adverts = {server_round: {n: r["advert"] for n, (r, _) in replies.items()}}
+            for n, (r, _) in replies.items():
                 out[n] = jobs.RoundReply(Update(n, {}, int(r["n_samples"]), r["metrics"]), r["incoming_val"])
             return out, failures
-        for n, r in replies.items():
+        for n, (r, update_weights) in replies.items():
             update = SignedUpdate(
-                n,
-                self.tracker.download_weights(self.site_runs[n], layout.site_update(server_round)),
-                int(r["n_samples"]),
-                r["metrics"],
-                signature=signature_from_json(r.get("signature")),
+                n, update_weights, int(r["n_samples"]), r["metrics"], signature=signature_from_json(r.get("signature"))
             )
             out[n] = jobs.RoundReply(update, r["incoming_val"])
         return out, failures
@@ -318,5 +394,9 @@ class SitePartners:
 
     def close(self) -> None:
         _ACTIVE.pop(self.run_id, None)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.__exit__(None, None, None)
+            self._client = None
         for run_id in self.site_runs.values():
             self.tracker.end_run(run_id)
