@@ -3,7 +3,8 @@ coordinator agent (``molfed coordinator-agent``) and one site agent per partner 
 in its own directory with its own site config, library, trusted coordinator key, policy and MLflow user. Deploy, run a
 1-round federation of three partners of which one never starts its agent (its jobs are not picked up and the quorum
 of 2 lets the run go on without it), read everything back, scan for leaks, read each site's audit log; then kill an
-agent mid-round in a second federation and resume it."""
+agent mid-round in a second federation and resume it, and kill the coordinator itself mid-round in a third and resume
+that."""
 
 from __future__ import annotations
 
@@ -255,7 +256,7 @@ def consortium(tmp_path_factory):
                 "workspace": "workspace",
                 "trusted_coordinators": {"consortium": coordinator_public},
                 "policy": {
-                    "federations": ["sites-test", "sites-faults"],
+                    "federations": ["sites-test", "sites-faults", "sites-crash"],
                     "tasks": ["expt"],
                     "require_secure_aggregation": True,
                 },
@@ -661,3 +662,91 @@ def test_an_agent_killed_mid_round_stops_the_round_and_resume_finishes_the_run_t
     # at the site: round 2 was accepted twice (the killed attempt, then the resumed one) and completed once
     rounds = [(e["decision"], e["server_round"]) for e in killed_agent["audit"] if e["action"] == "round"]
     assert rounds.count(("accepted", 2)) == 2 and rounds.count(("completed", 2)) == 1, rounds
+
+
+CRASH_ROUNDS = 1
+
+
+@pytest.fixture(scope="module")
+def killed_coordinator(consortium):
+    """A third federation (beta and gamma, 1 round, secure aggregation): the coordinator's own process (``molfed
+    run``) is killed (SIGKILL: no cleanup, no final state) as soon as beta has accepted its round-1 job, and ``molfed
+    resume`` finishes the run from the last committed checkpoint (round 0) while both agents keep serving."""
+    env, coordinator = consortium["env"], consortium["coordinator"]
+    config = {
+        **consortium["config"],
+        "name": "sites-crash",
+        "partners": [{"name": n, "tracking_user": f"{n}-site"} for n in PARTNERS],
+        "federation": {"rounds": CRASH_ROUNDS, "round_timeout_s": 600, "offline_after_s": 5},
+        "baselines": {"local_only": False, "pooled": False},
+        "tracking": {"experiment": "sites-crash"},
+        "integrity": {**consortium["config"]["integrity"], "public_keys": {}, "signing": False},
+    }
+    (coordinator / "crash.yaml").write_text(yaml.safe_dump(config))
+    audits = {n: AuditLog(audit_path(consortium["sites"][n] / "workspace")) for n in PARTNERS}
+    before = {n: len(a.entries()) for n, a in audits.items()}
+    run = subprocess.Popen(
+        [str(BIN / "molfed"), "run", "crash.yaml"],
+        env=env,
+        cwd=coordinator,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not any(
+            e["decision"] == "accepted" and e["action"] == "round" and e["server_round"] == 1
+            for e in audits["beta"].entries()[before["beta"] :]
+        ):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)  # mid-round: the round's jobs are out, nothing of round 1 committed
+        run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    os.environ.update(MLFLOW_TRACKING_USERNAME=MLFLOW_USER, MLFLOW_TRACKING_PASSWORD=MLFLOW_PASSWORD)
+    try:
+        experiment = client.get_experiment_by_name("sites-crash")
+        (federation,) = client.search_runs([experiment.experiment_id])  # its site runs live in their own experiments
+        killed = (run.returncode, federation.info.status, federation.data.tags.get("molfed.checkpoint.round"))
+    finally:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(key, None)
+    resumed = subprocess.run(
+        [str(BIN / "molfed"), "resume", federation.info.run_id],
+        env=env,
+        cwd=coordinator,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    entries = {n: a.entries()[before[n] :] for n, a in audits.items()}
+    return {"killed": killed, "run_id": federation.info.run_id, "resumed": resumed, "audit": entries}
+
+
+def test_a_coordinator_killed_mid_round_is_resumed_and_every_round_counts_once(
+    consortium, killed_coordinator, monkeypatch
+):
+    code, status, committed = killed_coordinator["killed"]
+    assert code == -signal.SIGKILL and status == "RUNNING" and committed == "0", killed_coordinator["killed"]
+    resumed = killed_coordinator["resumed"]
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    run = client.get_run(killed_coordinator["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["molfed.checkpoint.round"] == str(CRASH_ROUNDS)
+    received = client.get_metric_history(run.info.run_id, "updates_received")
+    assert sorted((m.step, m.value) for m in received) == [(r, 2.0) for r in range(1, CRASH_ROUNDS + 1)]
+    for name in PARTNERS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, f"val_rmse.{name}")]
+        assert steps == [CRASH_ROUNDS], (name, steps)  # the final jobs' validation, once
+        # at each site: the resumed coordinator asked for round 1 again, so beta (which had it when the coordinator
+        # died) accepted it twice; gamma's first round-1 job may or may not have been sent before the kill
+        entries = killed_coordinator["audit"][name]
+        rounds = [e["server_round"] for e in entries if e["decision"] == "accepted" and e["action"] == "round"]
+        assert rounds == [1] * len(rounds) and len(rounds) in ((2,) if name == "beta" else (1, 2)), (name, rounds)
