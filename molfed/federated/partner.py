@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ def prepare_partner(
     Results are memoized in this process by library digest and options, so the rounds of a federation reuse them.
 
     With ``calibration_fraction > 0`` a ``cal`` split is carved out of the training split for conformal calibration
-    only: whole scaffold groups (the same balanced scaffold split, seeded by ``seed`` and the partner's name), so the
+    only: whole scaffold groups (:func:`carve_calibration`, seeded by ``seed`` and the partner's name), so the
     calibration molecules are as unlike the training molecules as the test molecules are. Training, target scaling
     and the baselines then use the rest of the training split.
     """
@@ -170,14 +171,11 @@ def prepare_partner(
     split = split_by_scaffold(fl.scaffolds, fractions=split_fractions, seed=seed)
     parts = {s: tuple(graphs[i] for i in getattr(split, s)) for s in SPLITS}
     if calibration_fraction > 0:
-        train_scaffolds = [fl.scaffolds[i] for i in split.train]
-        carve = split_by_scaffold(
-            train_scaffolds,
-            fractions=(1.0 - calibration_fraction, calibration_fraction, 0.0),
-            seed=derive_seed(seed, "calibration", name),
+        keep, cal = carve_calibration(
+            [fl.scaffolds[i] for i in split.train], calibration_fraction, derive_seed(seed, "calibration", name)
         )
-        parts["cal"] = tuple(parts["train"][i] for i in carve.val)
-        parts["train"] = tuple(parts["train"][i] for i in carve.train)
+        parts["cal"] = tuple(parts["train"][i] for i in cal)
+        parts["train"] = tuple(parts["train"][i] for i in keep)
     summary = PartnerSummary(
         name=name,
         digest=fl.digest,
@@ -195,6 +193,27 @@ def prepare_partner(
         _PREPARED[key] = data
     log.info("partner %s: %d molecules (%d rejected)", name, summary.n_molecules, sum(fl.reject_counts.values()))
     return data
+
+
+def carve_calibration(scaffolds: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, calibration)`` of a training split, whole scaffold groups (each acyclic molecule its own)
+    moved to calibration in seeded-random order while they fit ``fraction`` of the molecules.
+
+    Groups larger than what is left of the target stay in training, so a partner's dominant chemotype is never
+    moved out of training wholesale (a balanced split's "does not fit training, goes to the small part" rule would
+    do exactly that when one scaffold holds most of a library)."""
+    groups: dict[str, list[int]] = {}
+    for index, scaffold in enumerate(scaffolds):
+        groups.setdefault(scaffold or f"acyclic:{index}", []).append(index)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    target, taken = fraction * len(scaffolds), []
+    for group in order:
+        if len(taken) + len(group) <= target:
+            taken += group
+    calibration = np.array(sorted(taken), dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(scaffolds), dtype=np.int64), calibration)
+    return train, calibration
 
 
 def _with_missing_columns(graphs: Sequence[Data], label_columns: Sequence[str | None]) -> tuple[Data, ...]:

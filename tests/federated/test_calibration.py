@@ -368,3 +368,21 @@ def test_a_partner_that_fails_a_step_is_data_and_below_the_quorum_the_calibratio
     assert out.calibration.tasks[0].n < fed["cal"].calibration.tasks[0].n
     with pytest.raises(QuorumError, match="calibration \\(scores\\): 2 partner"):
         cal.calibrate(pool, **args, method="federated", domain_level=0.95, quorum=3)
+
+
+def test_the_carve_takes_about_its_fraction_in_whole_scaffold_groups():
+    """Many singletons (acyclic) and a few big groups, like a real library: the calibration part is ~the fraction."""
+    rng = np.random.default_rng(0)
+    scaffolds = [""] * 300 + [f"ring{rng.integers(0, 60)}" for _ in range(500)] + ["big"] * 150
+    for fraction in (0.05, 0.1, 0.2):
+        train, calib = p.carve_calibration(scaffolds, fraction, seed=3)
+        assert sorted([*train, *calib]) == list(range(len(scaffolds)))
+        assert abs(len(calib) / len(scaffolds) - fraction) < 0.02
+        rings = [{scaffolds[i] for i in part} - {""} for part in (train, calib)]
+        assert not rings[0] & rings[1]
+    again = p.carve_calibration(scaffolds, 0.1, seed=3)
+    assert np.array_equal(again[1], p.carve_calibration(scaffolds, 0.1, seed=3)[1])
+    # one chemotype holds most of the library (a partner cut by scaffold: all its benzenes): it stays in training
+    dominant = ["c1ccccc1"] * 318 + [f"ring{i % 9}" for i in range(23)]
+    train, calib = p.carve_calibration(dominant, 0.1, seed=5)
+    assert set(range(318)) <= set(train.tolist()) and 0 < len(calib) <= 34
