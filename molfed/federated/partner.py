@@ -207,7 +207,7 @@ def carve_calibration(scaffolds: Sequence[str], fraction: float, seed: int) -> t
         groups.setdefault(scaffold or f"acyclic:{index}", []).append(index)
     order = list(groups.values())
     random.Random(seed).shuffle(order)
-    target, taken = fraction * len(scaffolds), []
+    target, taken = fraction * len(scaffolds), list[int]()
     for group in order:
         if len(taken) + len(group) <= target:
             taken += group
