@@ -176,8 +176,9 @@ def in_band(coverage: float, level: float, n: int) -> bool:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per (set, partners, level, method): union coverage mean/sd over seeds, share of (partner, seed) coverages in
-    the binomial band, mean width of the union, federated-or-other / pooled width ratio (mean, max over seeds)."""
+    """Per (set, partners, level, method): union coverage mean/sd over seeds, the worst partner's coverage (mean over
+    seeds), share of (partner, seed) coverages in the binomial band, mean width of the union, width / pooled width
+    (mean, max over seeds)."""
 
     def key(r: Mapping[str, Any]) -> tuple[str, int, float, str]:
         return str(r["set"]), int(r["partners"]), float(r["level"]), str(r["method"])
@@ -197,6 +198,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         cov = np.array([float(r["coverage"]) for r in union])
         ratios = np.array([float(r["width"]) / pooled[int(r["seed"])] for r in union])
+        worst: dict[int, float] = {}
+        for r in parts:
+            worst[int(r["seed"])] = min(worst.get(int(r["seed"]), 1.0), float(r["coverage"]))
         out.append(
             {
                 "set": set_name,
@@ -206,6 +210,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(union),
                 "coverage": float(cov.mean()),
                 "coverage_sd": float(cov.std(ddof=1)) if len(cov) > 1 else 0.0,
+                "worst": float(np.mean(list(worst.values()))) if worst else math.nan,
                 "in_band": sum(in_band(float(r["coverage"]), level, int(r["n"])) for r in parts) / max(len(parts), 1),
                 "width": float(np.mean([float(r["width"]) for r in union])),
                 "ratio": float(np.mean(ratios)),
@@ -216,12 +221,13 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_summary(summary: Sequence[Mapping[str, Any]]) -> str:
-    head = "| set | partners | level | method | seeds | union coverage (mean ± sd) | partners in band | mean width |"
-    lines = [head + " width / pooled (mean, max) |", "|---|---|---|---|---|---|---|---|---|"]
+    head = "| set | partners | level | method | seeds | union coverage (mean ± sd) | worst partner | partners in band |"
+    lines = [head + " mean width | width / pooled (mean, max) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(
             f"| {s['set']} | {s['partners']} | {s['level']:.2f} | {s['method']} | {s['seeds']} | {s['coverage']:.3f} ± "
-            f"{s['coverage_sd']:.3f} | {s['in_band']:.0%} | {s['width']:.3g} | {s['ratio']:.3f}, {s['ratio_max']:.3f} |"
+            f"{s['coverage_sd']:.3f} | {s['worst']:.3f} | {s['in_band']:.0%} | {s['width']:.3g} | "
+            f"{s['ratio']:.3f}, {s['ratio_max']:.3f} |"
         )
     return "\n".join(lines)
 
