@@ -133,7 +133,16 @@ class WarmSite:
                 server_round=job.server_round,
             )
         out = round_from_config(
-            config, data, spec, weights, scaling, job.server_round, job.options, None, job.state_key
+            config,
+            data,
+            spec,
+            weights,
+            scaling,
+            job.server_round,
+            job.options,
+            None,
+            job.state_key,
+            val_as_sums=federation.secure_aggregation.enabled,  # the site's view of the config has it off
         )
         at = {"run_id": job.parent_run_id, "server_round": job.server_round}
         advert = None

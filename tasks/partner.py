@@ -84,8 +84,11 @@ def round_from_config(
     options: Mapping[str, float],
     tensors: Mapping[str, Weights] | None,
     state_key: str,
+    val_as_sums: bool | None = None,
 ) -> jobs.RoundReply:
-    """A partner's round with the run's settings (shared by local and sites mode)."""
+    """A partner's round with the run's settings (shared by local and sites mode). ``val_as_sums``: whether the
+    federation runs secure aggregation (default: ``config``'s; a site's view of the config has it off, so the site
+    passes the federation's)."""
     return jobs.round_job(
         data,
         spec=spec,
@@ -98,7 +101,8 @@ def round_from_config(
         server_round=server_round,
         state_key=state_key,
         device=config.device,
-        val_as_sums=config.secure_aggregation.enabled,  # the evaluation joins the masked sum
+        # under secure aggregation the evaluation joins the masked sum (molfed.federated.val_sums)
+        val_as_sums=config.secure_aggregation.enabled if val_as_sums is None else val_as_sums,
     )
 
 
