@@ -71,8 +71,27 @@ def demo_overrides(path: Path = REPO / "configs" / "demo.yaml") -> tuple[str, ..
     )
 
 
+V0_DEFAULT = (
+    "federation.rounds=10",
+    "train.epochs=2",
+    "train.lr=0.001",
+    "federation.strategy=fedavg",
+    "train.lr_schedule=constant",
+)
+"""The schema's defaults before 2026-12-03 (FedAvg, 10 rounds x 2 epochs, Adam at 1e-3, constant)."""
+V0_DEMO = (
+    "federation.rounds=30",
+    "train.epochs=2",
+    "train.lr=0.003",
+    "federation.strategy=fedavg",
+    "train.lr_schedule=constant",
+)
+"""``configs/demo.yaml``'s settings before 2026-12-03 (FedAvg, 30 rounds x 2 epochs, Adam at 3e-3, constant)."""
+
 RECIPES: dict[str, tuple[str, ...]] = {
     "default": (),
+    "v0-default": V0_DEFAULT,
+    "v0-demo": V0_DEMO,
     "demo": demo_overrides(),
     "fedavgm": ("federation.strategy=fedavgm",),
     "fedadam": ("federation.strategy=fedadam",),

@@ -22,7 +22,7 @@ from molfed.config.rules import check_run
 from molfed.federated.capabilities import strategy_names
 from molfed.models.registry import encoder_names
 
-ChampionMetric = Literal["rmse", "mae", "r2", "roc_auc", "pr_auc"]
+ChampionMetric = Literal["rmse", "mae", "r2", "roc_auc", "pr_auc", "logloss"]
 CHAMPION_METRICS: tuple[str, ...] = get_args(ChampionMetric)
 """Validation metrics the champion comparison can use (molfed.train.metrics' regression and classification metrics;
 a test keeps the two lists equal: this module stays torch-free)."""
@@ -311,14 +311,14 @@ class TrainConfig(_Model):
     batch_size: int = Field(32, ge=1, le=65_536, description="Mini-batch size in molecules.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Local optimizer.")
     lr: float = Field(
-        1e-3,
+        3e-3,
         gt=0.0,
         le=10.0,
         description="Local learning rate (e.g. 0.001 for adam; type the value, the form steps by 0.01).",
     )
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay coefficient (0 = off).")
     lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant",
+        "cosine",
         description="Local learning rate across rounds: constant, or cosine (from lr down to a tenth of it at the "
         "last round). The baselines follow the same schedule over their rounds.",
     )
@@ -338,13 +338,13 @@ class FederationConfig(_Model):
     )
 
     rounds: int = Field(
-        10,
+        30,
         ge=1,
         le=100_000,
         description="Federated rounds: each partner trains locally, then the coordinator aggregates.",
     )
     strategy: str = Field(
-        "fedavg",
+        "fedavgm",
         description=f"Aggregation strategy, one of {list(strategy_names())}.",
         json_schema_extra={"enum": list(strategy_names())},  # a dropdown in Prefect's form
     )
@@ -513,7 +513,7 @@ class ChampionConfig(_Model):
     metric: ChampionMetric = Field(
         "rmse",
         description="Validation metric of the comparison, over all partners' validation splits: rmse, mae or r2 "
-        "(regression), roc_auc or pr_auc (classification).",
+        "(regression), roc_auc, pr_auc or logloss (classification).",
     )
     min_improvement: float = Field(
         0.0, ge=0.0, description="Relative improvement required to promote, e.g. 0.02 = 2 % better."
