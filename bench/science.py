@@ -25,8 +25,8 @@ their own test split. Writes ``results.csv`` (one row per partner and "all partn
     nice -n 19 .venv/bin/python bench/science.py --sets freesolv --partners 3 5 --seeds 0 1 2 3 4 \\
         --recipes default demo fedavgm+r30e1 --out bench-out/science
 
-``--quick``: every set, 3 and 5 partners, seed 0, recipes default, demo and r60 (see the timing note in
-docs/benchmarks.md). A recipe ``a+b`` applies ``a``'s overrides then ``b``'s.
+``--quick``: every set, 3 and 5 partners, seed 0, recipes default (the schema's) and v0-default (the defaults before
+2026-12-03); see the timing note in docs/benchmarks.md#federated-vs-pooled-on-public-sets. A recipe ``a+b`` applies ``a``'s overrides then ``b``'s.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 }
 """Recipe name -> ``--set`` overrides on a config naming only partners and tasks. Add a line to add a recipe."""
 
-QUICK = {"partners": [3, 5], "seeds": [0], "recipes": ["default", "demo", "r60"]}
+QUICK = {"partners": [3, 5], "seeds": [0], "recipes": ["default", "v0-default"]}
 
 
 def recipe_overrides(name: str) -> tuple[str, ...]:
