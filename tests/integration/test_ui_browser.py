@@ -174,7 +174,7 @@ def test_mlflow_runs_are_named_like_the_flow_run_and_children_can_be_compared(ui
     for kind in ("local_only", "pooled"):
         child = next(r for k, r in by_kind.items() if k and k.replace("-", "_") == kind)
         params = {p["key"]: p["value"] for p in child["data"].get("params", [])}
-        assert params["kind"] == child_kind(child) and params["federation.strategy"] == "fedavg"
+        assert params["kind"] == child_kind(child) and params["federation.strategy"] == "fedavgm"
         assert any(k.startswith("n_test.") for k in params)
         listed = _get(f"{ui['mlflow']}/api/2.0/mlflow/artifacts/list?run_id={child['info']['run_id']}")
         assert "metrics.json" in [f["path"] for f in listed.get("files", [])]
@@ -217,17 +217,33 @@ def _page_text(driver, url: str, expect: str, timeout: float = 90) -> str:
     pytest.fail(f"{url}: {expect!r} not shown within {timeout:.0f} s; page text: {text[:1500]}")
 
 
+def _screenshot(driver, name: str) -> None:
+    """With ``MOLFED_SCREENSHOTS=<folder>``, keep what the browser shows as ``<folder>/<name>.png`` (how the docs'
+    tour gets its screens: ``MOLFED_SCREENSHOTS=docs/img python -m pytest tests/integration/test_ui_browser.py``)."""
+    folder = os.environ.get("MOLFED_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        time.sleep(2)  # let the page finish drawing
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
 def test_the_run_form_and_the_compare_page_open_in_a_browser(ui, demo_run, browser):
     found = _get(f"{ui['prefect']}/api/deployments/name/federated-training/federated-training")
     form = _page_text(browser, f"{ui['prefect']}/deployments/deployment/{found['id']}/run", "Partners")
     order = [form.find(label) for label in ("Name", "Partners", "Tasks", "Federation", "Privacy (advanced)")]
     assert -1 not in order and order == sorted(order), order  # what a chemist sets first comes first
     assert "Parent Run Id" not in form and "resume_run_id" not in form
+    _screenshot(browser, "prefect-run-form")
     exp, runs = _mlflow_runs(ui)
     ids = json.dumps([r["info"]["run_id"] for r in runs])
     url = f"{ui['mlflow']}/#/compare-runs?runs={ids}&experiments={json.dumps([exp['experiment_id']])}"
     page = _page_text(browser, url, "Parameters")
     assert "local-only" in page or "pooled" in page
+    _screenshot(browser, "mlflow-compare")
+    parent = next(r for r in runs if child_kind(r) == "federated")
+    url = f"{ui['mlflow']}/#/experiments/{exp['experiment_id']}/runs/{parent['info']['run_id']}"
+    _page_text(browser, url, "Parameters")
+    _screenshot(browser, "mlflow-run")
 
 
 def test_ctrl_c_stops_both_servers(ui):
