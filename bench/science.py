@@ -102,6 +102,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "r30": ("federation.rounds=30",),
     "r60": ("federation.rounds=60",),
     "r100e1": ("federation.rounds=100", "train.epochs=1"),
+    "r100": ("federation.rounds=100",),
     "e5": ("train.epochs=5",),
     "slr2": ("federation.strategy=fedavgm", "federation.strategy_options={server_lr: 2.0, momentum: 0.0}"),
     "lr3e-4": ("train.lr=0.0003",),
