@@ -175,6 +175,10 @@ class SitePartners:
         experiment = self.tracker.experiment(site_experiment(self.config.tracking.experiment, name))
         tags = {"molfed.kind": "site", "molfed.partner": name}
         run = self.tracker.start_run(f"site-{name}", parent_run_id=self.run_id, tags=tags, experiment_id=experiment)
+        fed, secure = self.config.federation, self.config.secure_aggregation.enabled
+        params = {"kind": "site", "partner": name, "federation_run": self.run_id, "federation.strategy": fed.strategy}
+        params |= {"federation.rounds": str(fed.rounds), "secure_aggregation": str(secure)}
+        self.tracker.log_params(run, params)  # MLflow's Compare page needs params (issue 19); replies are artifacts
         user = next(p.tracking_user for p in self.config.partners if p.name == name)
         if user:
             self.tracker.grant(user, permission="EDIT", experiment_id=experiment)

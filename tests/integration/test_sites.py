@@ -367,6 +367,9 @@ def test_sites_federation_completes_and_mlflow_holds_rounds(consortium, monkeypa
     assert not any(k.endswith(f".{ABSENT}") for k in parent.data.metrics)
     sites = _site_runs(client, rid)
     assert sorted(r.data.tags["molfed.partner"] for r in sites) == sorted((ABSENT, *PARTNERS))
+    for r in sites:  # comparable in MLflow's UI: params of their own (issue 19); replies are their artifacts
+        assert r.data.params["kind"] == "site" and r.data.params["partner"] == r.data.tags["molfed.partner"]
+        assert r.data.params["federation_run"] == rid and r.data.params["secure_aggregation"] == "True"
     assert str(client.get_model_version_by_alias("sites-test", "champion").version) == "1"
 
 
