@@ -17,7 +17,9 @@ Coverage and mean width are measured on each partner's own test split and on the
 summary gives, per set, level and method: mean +- sd over seeds of the union's coverage, the share of (partner,
 seed) coverages inside the binomial 95 % band of the nominal level on that partner's test size, the mean width and
 the federated / pooled width ratio (mean and max over seeds). Writes ``rows.csv`` and ``summary.txt`` under
-``--out``; a rerun with the same ``--out`` skips the (set, seed) cells already there.
+``--out``, and the resolved recipe (model, train, federation and calibration settings) as ``recipe.json``; a rerun
+with the same ``--out`` skips the (set, partners, seed) cells already there (and keeps the first recipe: give a
+new ``--out`` when the schema's defaults change).
 
     nice -n 19 .venv/bin/python bench/conformal.py --quick
     nice -n 19 .venv/bin/python bench/conformal.py --sets freesolv --seeds 20 --out bench-out/conformal
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import tempfile
@@ -75,6 +78,10 @@ def run_cell(set_name: str, seed: int, n_partners: int, root: Path, overrides: S
         "partners": [{"name": n, "path": str(path), "workspace": str(root / "ws" / n)} for n, path in paths.items()],
     }
     config = parse_config(apply_overrides(raw, overrides), source="bench")
+    recipe = config.model_dump(mode="json", include={"model", "train", "federation", "calibration"})
+    recipe_file = root.parent / "recipe.json"  # the cell's folder sits in --out's temporary parent; see main()
+    if not recipe_file.exists():
+        recipe_file.write_text(json.dumps(recipe, indent=1))
     c = config.calibration
     partners = [
         p.prepare_partner(
@@ -257,7 +264,7 @@ def main() -> None:
                 if (set_name, n_partners, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                with tempfile.TemporaryDirectory() as tmp:
+                with tempfile.TemporaryDirectory(dir=out) as tmp:  # run_cell writes out/recipe.json once
                     new = run_cell(set_name, seed, n_partners, Path(tmp), args.overrides)
                 with path.open("a", newline="") as fh:
                     writer = csv.DictWriter(fh, FIELDS)
