@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--partners", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--quick", action="store_true", help="every set, 3 partners, 3 seeds (~1 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="every set, 3 partners, 3 seeds (~6 min on 2 cores)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
