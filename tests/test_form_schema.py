@@ -115,5 +115,5 @@ def test_plain_text() -> None:
 
 def test_form_metadata_changes_no_default() -> None:
     config = RunConfig(tasks=[{"name": "y"}], partners=[{"name": "a", "path": "a.csv"}])
-    assert config.federation.rounds == 30 and config.train.lr == 1e-3 and config.champion.metric == "rmse"
+    assert config.federation.rounds == 30 and config.train.lr == 3e-3 and config.champion.metric == "rmse"
     assert config.tracking.parent_run_id is None

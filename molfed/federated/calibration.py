@@ -68,9 +68,14 @@ def outputs(model: MoleculeModel, graphs: Sequence[Data], batch_size: int = 256)
     )
 
 
-def _shared(data: p.PartnerData, y: np.ndarray) -> np.ndarray:
-    """Label columns of the federation's tasks (a partner with private tasks has more columns)."""
-    return y if data.layout is None else y[:, data.layout.shared_columns]
+def _shared(data: p.PartnerData, y: np.ndarray, n_tasks: int) -> np.ndarray:
+    """Label columns of the federation's ``n_tasks`` tasks (a partner with private tasks has more columns; one that
+    keeps no shared task, ``shared_tasks: []``, has none of them: all missing)."""
+    if data.layout is None:
+        return y
+    if not data.layout.has_shared:
+        return np.full((len(y), n_tasks), np.nan, dtype=np.float64)
+    return y[:, data.layout.shared_columns]
 
 
 def moments_job(
@@ -100,7 +105,7 @@ def scores_job(
     model = p.materialize(spec, weights, scaling, device)
     y, raw, pred, h = outputs(model, calibration_graphs(data))
     return cf.score_sums(
-        _shared(data, y),
+        _shared(data, y, len(spec.task_names)),
         raw,
         pred,
         task_names=spec.task_names,
@@ -171,7 +176,7 @@ def measure_job(
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "calibration.json").write_text(json.dumps(asdict(calibration)))
     y, raw, pred, h = outputs(model, data.splits["test"])
-    return measure(_shared(data, y), raw, pred, h, calibration)
+    return measure(_shared(data, y, len(spec.task_names)), raw, pred, h, calibration)
 
 
 # ---- the coordinator's side ------------------------------------------------------------------------------------

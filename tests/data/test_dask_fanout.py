@@ -32,7 +32,7 @@ def fanned(tmp_path_factory):
     from prefect import flow
 
     from tasks import dask_featurize
-    from tasks.partner import prepare, standardize_options
+    from tasks.partner import calibration_fraction, prepare, standardize_options
 
     root = tmp_path_factory.mktemp("dask-fanout")
     lines = write_demo_partners(root / "demo", n_bad_rows=0)["alpha"].read_text().splitlines()
@@ -61,6 +61,7 @@ def fanned(tmp_path_factory):
         duplicates=config.data.duplicates,
         split_fractions=config.data.split_fractions,
         seed=config.seed,
+        calibration_fraction=calibration_fraction(config),  # as the flow prepares it
     )
     manifest = json.loads((root / "ws" / dask_featurize.MANIFEST).read_text())
     return SimpleNamespace(root=root, library=library, prepared=prepared, data=data, ref=reference, manifest=manifest)
