@@ -609,8 +609,14 @@ def log_partner_model(
 ) -> str:
     """Log a partner's exported model directory (trunk + private head) to the *partner's own* MLflow, experiment
     ``molfed-partner-<partner>``, with its private-task metrics; returns the run id. Never call it with the
-    federation's tracking URI."""
+    federation's tracking URI.
+
+    One run per federation: the final job runs again on the kept round when the run selects an earlier round than
+    the last, and the earlier export's run is then replaced (deleted), so the store holds the model that was kept."""
     tracker = Tracker(tracking_uri, f"molfed-partner-{partner}")
+    earlier = tracker.client.search_runs([tracker.experiment_id], f"tags.`molfed.federation_run` = '{federation_run}'")
+    for run in earlier:
+        tracker.client.delete_run(run.info.run_id)
     run_id = tracker.start_run(
         f"{partner}-{federation_run}", tags={"molfed.kind": "partner-model", "molfed.federation_run": federation_run}
     )

@@ -167,7 +167,8 @@ def test_private_metrics_leave_only_where_allowed(run):
 
 
 def test_exported_model_is_the_federated_trunk_plus_the_private_head(run):
-    final = run.client.download_artifacts(run.result["run_id"], "global_model/round_0002.pt", str(run.root))
+    kept = int(run.client.get_run(run.result["run_id"]).data.metrics["selected_round"])  # best_val: maybe round 1
+    final = run.client.download_artifacts(run.result["run_id"], f"global_model/round_{kept:04d}.pt", str(run.root))
     global_weights = load_weights(final)
     for name in ("alpha", "beta", "gamma"):
         exported = load_weights(str(_exported(run, name) / ph.MODEL_FILE))
