@@ -121,8 +121,10 @@ def finish_job(
         data, spec=spec, weights=weights, scaling=scaling, splits=("val", "test"), device=device
     )
     parity: list[list[int]] = []
-    if parity_task is not None and not (data.layout is not None and not data.layout.has_shared):
-        predictions = p.predict_test_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
+    if parity_task is not None:
+        predictions = None
+        if data.layout is None or data.layout.has_shared:  # else parity_counts gives an empty histogram
+            predictions = p.predict_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
         parity = p.parity_counts(
             data,
             spec=spec,
@@ -130,14 +132,11 @@ def finish_job(
             scaling=scaling,
             task_index=parity_task,
             edges=parity_edges,
+            device=device,
             predictions=predictions,
         )
-        if data.workspace is not None:  # the full scatter stays with the partner
+        if predictions is not None and data.workspace is not None:  # the full scatter stays with the partner
             own_parity_plot(data, predictions, parity_task, spec.task_names[parity_task], state_key)
-    elif parity_task is not None:
-        parity = p.parity_counts(
-            data, spec=spec, weights=weights, scaling=scaling, task_index=parity_task, edges=parity_edges
-        )
     champion_val = None
     if champion is not None:
         c_spec, c_weights, c_scaling = champion

@@ -471,19 +471,21 @@ def combine_moments(moments: Sequence[Mapping[str, Sequence[float]]], n_tasks: i
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def predict_test_split(
+def predict_split(
     data: PartnerData,
     *,
     spec: ModelSpec,
     weights: Weights,
     scaling: Mapping[str, Sequence[float]],
+    split: str = "test",
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Measured and predicted values (``[n, tasks]`` each, original units) on the test split: partner-side only."""
+    """Measured and predicted values (``[n, tasks]`` each; original units, probabilities) on ``split``: partner-side
+    only."""
     from molfed.train.local import predict_graphs
 
     model = materialize(spec, weights, scaling, device)
-    return predict_graphs(model, data.splits["test"])
+    return predict_graphs(model, data.splits[split])
 
 
 def parity_counts(
@@ -498,10 +500,12 @@ def parity_counts(
     predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[int]]:
     """Binned (measured, predicted) counts on the test split, sparse cells blanked: safe to leave the partner.
-    ``predictions`` (from :func:`predict_test_split`) saves predicting again."""
+    ``predictions`` (from :func:`predict_split`) saves predicting again."""
     from molfed.plots import binned_parity
 
     if data.layout is not None and not data.layout.has_shared:  # no shared labels: an empty histogram
         return binned_parity(np.zeros(0), np.zeros(0), edges)
-    y_true, y_pred = predictions or predict_test_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
+    if predictions is None:
+        predictions = predict_split(data, spec=spec, weights=weights, scaling=scaling, device=device)
+    y_true, y_pred = predictions
     return binned_parity(y_true[:, task_index], y_pred[:, task_index], edges)

@@ -40,15 +40,11 @@ def partner_sums(
 ) -> dict[str, np.ndarray]:
     """Per task (``[n_tasks]`` float64 each): squared errors and BCE summed over the partner's validation split,
     and the number of labels they cover. Shared tasks only (private heads are not evaluated here)."""
-    from molfed.train.local import predict_graphs
-
     n = len(spec.task_names) - spec.n_private_tasks
     out = {key: np.zeros(n, dtype=np.float64) for key in KEYS}
-    graphs = data.splits["val"]
-    if not graphs or n == 0:
+    if not data.splits["val"] or n == 0:
         return out
-    model = p.materialize(spec, weights, scaling, device)
-    y_true, y_pred = predict_graphs(model, graphs)
+    y_true, y_pred = p.predict_split(data, spec=spec, weights=weights, scaling=scaling, split="val", device=device)
     for j, kind in enumerate(spec.task_types[:n]):
         mask = ~np.isnan(y_true[:, j])
         t, q = y_true[mask, j].astype(np.float64), y_pred[mask, j].astype(np.float64)
