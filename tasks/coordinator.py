@@ -78,31 +78,31 @@ def compare(
     federation's budget from ``init``), each partner's fine-tuning of the kept ``weights`` and pooled (simulation
     only). Each is a child run and a column of ``test`` (filled in here, per partner)."""
     out = Comparison([FEDERATED])
-    names = list(test)
 
-    def add(kind: str, run_name: str, results: Mapping[str, Any]) -> None:
-        curves = {n: curve for n, (_, curve) in results.items()}
-        steps = max((len(c) for c in curves.values()), default=0)  # shorter where one stopped early
-        per_step = [{n: c[i] for n, c in curves.items() if i < len(c)} for i in range(steps)]
-        log_baseline(tracker, run_id, run_name, kind, per_step, {n: t for n, (t, _) in results.items()}, sizes)
-        for n in names:
-            test[n][kind] = results[n][0]
+    def add(kind: str, run_name: str, tests: Mapping[str, Mapping[str, float]], history: Sequence[Any]) -> None:
+        log_baseline(tracker, run_id, run_name, kind, history, tests, sizes)
+        for n in test:
+            test[n][kind] = tests[n]
         out.kinds.append(kind)
         progress.advance("baselines", f"{kind} done")
+
+    def per_step(results: Mapping[str, Any]) -> list[dict[str, dict[str, float]]]:
+        """Per-partner curves (``{partner: (test, curve)}``) of the partners in the comparison as per-step rows;
+        shorter where one stopped early."""
+        curves = {n: c for n, (_, c) in results.items() if n in test}
+        steps = max((len(c) for c in curves.values()), default=0)
+        return [{n: c[i] for n, c in curves.items() if i < len(c)} for i in range(steps)]
 
     if config.baselines.local_only:
         local = pool.local_only(spec, init, scaling)
         out.local_history = {n: curve for n, (_, curve) in local.items()}
-        add(LOCAL_ONLY, f"{config.name}-local-only", local)
+        add(LOCAL_ONLY, f"{config.name}-local-only", {n: t for n, (t, _) in local.items()}, per_step(local))
     if config.baselines.fine_tune_epochs:  # personalization: each partner's own continuation of the kept model
-        add(FINE_TUNED, f"{config.name}-fine-tuned", pool.fine_tune(spec, weights, scaling))
+        tuned = pool.fine_tune(spec, weights, scaling)
+        add(FINE_TUNED, f"{config.name}-fine-tuned", {n: t for n, (t, _) in tuned.items()}, per_step(tuned))
     if config.baselines.pooled:
         pooled_test, out.pooled_history = pooled(config, spec, init, scaling)
-        log_baseline(tracker, run_id, f"{config.name}-pooled", POOLED, out.pooled_history, pooled_test, sizes)
-        for n in names:
-            test[n][POOLED] = pooled_test[n]
-        out.kinds.append(POOLED)
-        progress.advance("baselines", "pooled done")
+        add(POOLED, f"{config.name}-pooled", pooled_test, out.pooled_history)
     return out
 
 
