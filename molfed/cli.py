@@ -645,8 +645,9 @@ def _validate(config_path: Path, overrides: Sequence[str]) -> int:
             duplicates=config.data.duplicates,
             partner=partner.name,
         )
-        rows = sorted(library.rejects + library.notes, key=lambda r: r.row)
-        report = write_rejects(rows, config.workspace_for(partner) / "rejects.csv", partner=partner.name)
+        report = write_rejects(
+            library.report_rows(), config.workspace_for(partner) / "rejects.csv", partner=partner.name
+        )
         counts = ", ".join(f"{reason} {n}" for reason, n in library.reject_counts().items())
         disagreeing = f", disagreeing duplicates {len(library.notes)} (kept as the mean)" if library.notes else ""
         print(

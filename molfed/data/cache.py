@@ -125,7 +125,7 @@ def featurize_library(
         featurize=True,
         workers=workers,
     )
-    rejects = sorted(library.rejects + library.notes, key=lambda r: r.row)  # notes: kept rows to review
+    rejects = library.report_rows()  # with the notes: kept rows to review
     write_rejects(rejects, workspace / "rejects.csv", partner=partner)  # creates the workspace
     assert library.codes is not None and library.scaffolds is not None
     return save_featurized(

@@ -139,6 +139,10 @@ class Library:
     def __len__(self) -> int:
         return len(self.smiles)
 
+    def report_rows(self) -> list[Reject]:
+        """What ``rejects.csv`` lists: the rejects and the notes, by row."""
+        return sorted(self.rejects + self.notes, key=lambda r: r.row)
+
     def reject_counts(self) -> dict[str, int]:
         """Number of rejected rows per reason, sorted by reason (safe to log)."""
         return dict(sorted(Counter(r.reason for r in self.rejects).items()))
