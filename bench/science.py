@@ -26,7 +26,8 @@ their own test split. Writes ``results.csv`` (one row per partner and "all partn
         --recipes default demo fedavgm+r30e1 --out bench-out/science
 
 ``--quick``: every set, 3 and 5 partners, seed 0, recipes default (the schema's) and v0-default (the defaults before
-2026-12-03); see the timing note in docs/benchmarks.md#federated-vs-pooled-on-public-sets. A recipe ``a+b`` applies ``a``'s overrides then ``b``'s.
+2026-12-03); see the timing note in docs/benchmarks.md#federated-vs-pooled-on-public-sets. A recipe ``a+b``
+applies ``a``'s overrides then ``b``'s.
 """
 
 from __future__ import annotations
