@@ -13,6 +13,7 @@ partner); the rest is the trunk.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -23,6 +24,8 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 from molfed.models.encoders import build_encoder
 
+_SEEDED_BUILD = threading.Lock()
+"""Seeded builds reseed torch's process-wide generator: partners building models in concurrent threads take turns."""
 _POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 #: Buffers that are set once for the federation and never averaged.
@@ -172,9 +175,14 @@ def is_private(name: str) -> bool:
 
 
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> MoleculeModel:
-    """Build a model; with ``seed`` its initial weights are reproducible without touching the global RNG."""
+    """Build a model; with ``seed`` its initial weights are reproducible, and the global RNG's state is restored.
+
+    Layer initialisation draws from torch's process-wide generator, so seeded builds hold a lock: two partners
+    of one process building their models in threads at once would otherwise interleave their draws (the initial
+    private heads then depended on thread timing).
+    """
     if seed is None:
         return MoleculeModel(spec)
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MoleculeModel(spec)

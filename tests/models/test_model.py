@@ -1,3 +1,7 @@
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -51,6 +55,24 @@ def test_seeded_init_is_reproducible_and_weights_roundtrip(encoder):
     batch = _batch()
     c.eval(), a.eval()
     assert torch.equal(c.forward_batch(batch), a.forward_batch(batch))
+
+
+def test_seeded_builds_in_concurrent_threads_match_serial_builds():
+    """Partners of one process build their (private-head) models in threads at once; each must get its seed's
+    weights, not a mix of draws (it did: the private-heads federation depended on thread timing)."""
+    spec = _spec("gine")
+    seeds = list(range(8))
+    serial = {s: get_weights(build_model(spec, seed=s)) for s in seeds}
+    start = threading.Barrier(len(seeds))
+
+    def build(seed: int):
+        start.wait()
+        return seed, get_weights(build_model(spec, seed=seed))
+
+    for _ in range(3):
+        with ThreadPoolExecutor(len(seeds)) as pool:
+            for seed, weights in pool.map(build, seeds):
+                assert all(np.array_equal(weights[k], serial[seed][k]) for k in weights), f"seed {seed}"
 
 
 def test_target_scaling_is_not_federated_and_inverts():
