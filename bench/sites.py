@@ -364,6 +364,7 @@ def main() -> None:
         return child(args.case)
     root = Path(tempfile.mkdtemp(prefix="molfed-bench-sites-"))
     stack = Stack(root)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench stops its servers and agents too
     try:
         _run(args, root, stack)
     finally:
