@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.config import apply_overrides, parse_config
 from molfed.data.partition import partition_dataset
 from molfed.data.public_sets import load_public_set
@@ -51,6 +50,7 @@ from molfed.federated import coordinator as coord
 from molfed.federated import partner as p
 from molfed.federated.inprocess import InProcessPool, run_federation
 from molfed.federated.strategies import build_strategy
+from molfed.preparation import prepare_partner_data, train_settings
 
 METHODS = ("federated", "pooled", "mondrian", "val")
 FIELDS = ("set", "partners", "seed", "partner", "level", "method", "coverage", "n", "width")
@@ -83,25 +83,10 @@ def run_cell(set_name: str, seed: int, n_partners: int, root: Path, overrides: S
     if not recipe_file.exists():
         recipe_file.write_text(json.dumps(recipe, indent=1))
     c = config.calibration
-    partners = [
-        p.prepare_partner(
-            x.name,
-            path=x.path,  # type: ignore[arg-type]
-            workspace=config.workspace_for(x),
-            smiles_column=x.smiles_column,
-            label_columns=[pset.label],
-            task_types=[pset.task_type],
-            standardize=StandardizeOptions(**config.data.standardize.model_dump()),
-            duplicates=config.data.duplicates,
-            split_fractions=config.data.split_fractions,
-            seed=seed,
-            calibration_fraction=c.fraction,
-        )
-        for x in config.partners
-    ]
+    partners = [prepare_partner_data(config, x) for x in config.partners]  # as a run: hold-out carved
     spec = coord.model_spec(**config.model.model_dump(), task_names=[pset.label], task_types=[pset.task_type])
     fed = config.federation
-    settings = p.TrainSettings(**config.train.model_dump(), rounds=fed.rounds)
+    settings = train_settings(config)
     result = run_federation(
         partners,
         spec=spec,

@@ -105,25 +105,10 @@ def run_case(kind: str, rounds: int, warm_stores: bool = False, epochs: int = 1)
 
 
 def _partners(config: Any) -> list[Any]:
-    """What ``tasks.partner.load_partner`` does, without importing Prefect."""
-    from molfed.chem.standardize import StandardizeOptions
-    from molfed.federated import partner as p
+    """What a run prepares (``tasks.partner.load_partner`` without Dask), without importing Prefect."""
+    from molfed.preparation import prepare_partner_data
 
-    return [
-        p.prepare_partner(
-            cfg.name,
-            path=cfg.path,
-            workspace=config.workspace_for(cfg),
-            smiles_column=cfg.smiles_column,
-            label_columns=[cfg.column_for(t.name) for t in config.tasks],
-            task_types=[t.type for t in config.tasks],
-            standardize=StandardizeOptions(**config.data.standardize.model_dump()),
-            duplicates=config.data.duplicates,
-            split_fractions=config.data.split_fractions,
-            seed=config.seed,
-        )
-        for cfg in config.partners
-    ]
+    return [prepare_partner_data(config, cfg) for cfg in config.partners]
 
 
 def _spec(config: Any) -> Any:

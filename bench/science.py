@@ -45,7 +45,6 @@ import numpy as np
 import torch
 import yaml
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.config import RunConfig, apply_overrides, parse_config
 from molfed.data.partition import partition_dataset
 from molfed.data.public_sets import PUBLIC_SETS, PublicSet, load_public_set
@@ -55,6 +54,7 @@ from molfed.federated.baselines import train_alone
 from molfed.federated.capabilities import caps
 from molfed.federated.inprocess import run_federation
 from molfed.federated.strategies import build_strategy
+from molfed.preparation import prepare_partner_data, train_settings
 from molfed.train.metrics import higher_is_better
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,23 +148,9 @@ def run_config(
 
 
 def prepare(config: RunConfig) -> list[p.PartnerData]:
-    """Each partner prepared as the flow's ``load_partner`` does (memoized by ``prepare_partner``)."""
-    return [
-        p.prepare_partner(
-            c.name,
-            path=c.path,
-            workspace=config.workspace_for(c),
-            smiles_column=c.smiles_column,
-            label_columns=[c.column_for(t.name) for t in config.tasks],
-            task_types=[t.type for t in config.tasks],
-            standardize=StandardizeOptions(**config.data.standardize.model_dump()),
-            duplicates=config.data.duplicates,
-            split_fractions=config.data.split_fractions,
-            seed=config.seed,
-        )
-        for c in config.partners
-        if c.path is not None
-    ]
+    """Each partner prepared as a run prepares it (:func:`molfed.preparation.prepare_partner_data`: the same splits,
+    the calibration hold-out carved from training included)."""
+    return [prepare_partner_data(config, c) for c in config.partners if c.path is not None]
 
 
 Curve = list[dict[str, dict[str, dict[str, float]]]]
@@ -179,7 +165,7 @@ def federated_curve(config: RunConfig, partners: Sequence[p.PartnerData]) -> tup
         task_names=[t.name for t in config.tasks],
         task_types=[t.type for t in config.tasks],
     )
-    settings = p.TrainSettings(**config.train.model_dump(), rounds=config.federation.rounds)
+    settings = train_settings(config)
     fed = config.federation
     init = coord.initial_weights(spec, config.seed)
     result = run_federation(

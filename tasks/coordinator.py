@@ -29,9 +29,10 @@ from molfed.federated.jobs import FinalReport
 from molfed.federated.partner import PartnerSummary
 from molfed.federated.types import Weights
 from molfed.models.model import ModelSpec
+from molfed.preparation import standardize_options, train_settings
 from molfed.tracking import ChampionModel, Tracker
 from tasks._options import PRIVATE
-from tasks.partner import partner_data, selection, standardize_options, train_settings
+from tasks.partner import partner_data, selection
 
 
 @task(name="pooled-baseline", **PRIVATE)

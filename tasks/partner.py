@@ -13,65 +13,28 @@ from typing import Any
 
 import torch
 
-from molfed.chem.standardize import StandardizeOptions
 from molfed.config import PartnerConfig, RunConfig
 from molfed.errors import MolfedError
 from molfed.federated import baselines, calibration, faults, jobs
 from molfed.federated import partner as p
 from molfed.federated.calls import CallPolicy, call_each
 from molfed.federated.coordinator import primary_metric
-from molfed.federated.private_heads import PrivateTask
 from molfed.federated.types import Failure, Weights
 from molfed.models.model import ModelSpec
+from molfed.preparation import prepare_partner_data, train_settings
 from tasks import integrity
 
 
-def standardize_options(config: RunConfig) -> StandardizeOptions:
-    return StandardizeOptions(**config.data.standardize.model_dump())
-
-
-def train_settings(config: RunConfig) -> p.TrainSettings:
-    t = config.train
-    return p.TrainSettings(
-        t.epochs,
-        t.batch_size,
-        t.optimizer,
-        t.lr,
-        t.weight_decay,
-        lr_schedule=t.lr_schedule,
-        warmup_rounds=t.warmup_rounds,
-        rounds=config.federation.rounds,
-    )
-
-
 def load_partner(config: RunConfig, cfg: PartnerConfig) -> p.PartnerData:
-    """Prepare (or fetch from this process / the workspace cache) one partner's data with the run's options."""
+    """Prepare (or fetch from this process / the workspace cache) one partner's data with the run's options
+    (:func:`molfed.preparation.prepare_partner_data`), its graph cache filled over Dask first when
+    ``partners[i].dask`` asks."""
     assert cfg.path is not None, "a partner's library path is known only on its side"
     if cfg.dask is not None:  # partners[i].dask: fill the graph cache over a Dask cluster
         from tasks import dask_featurize  # Dask's import (~2 s of CPU) only where a partner uses it
 
         dask_featurize.ensure_featurized(config, cfg)
-    return p.prepare_partner(
-        cfg.name,
-        path=cfg.path,
-        workspace=config.workspace_for(cfg),
-        smiles_column=cfg.smiles_column,
-        label_columns=[cfg.column_for(t.name) if cfg.has_shared(t.name) else None for t in config.tasks],
-        task_types=[t.type for t in config.tasks],
-        private_tasks=[PrivateTask(t.name, t.type, t.label_column) for t in cfg.private_tasks],
-        standardize=standardize_options(config),
-        duplicates=config.data.duplicates,
-        split_fractions=config.data.split_fractions,
-        seed=config.seed,
-        workers=config.data.workers,
-        calibration_fraction=calibration_fraction(config),
-    )
-
-
-def calibration_fraction(config: RunConfig) -> float:
-    """The share of training held out for calibration (0: none carved; ``source: val`` calibrates on validation)."""
-    c = config.calibration
-    return c.fraction if c.active(config.mode) and c.source == "holdout" else 0.0
+    return prepare_partner_data(config, cfg)
 
 
 def round_from_config(

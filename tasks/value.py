@@ -15,9 +15,9 @@ from molfed import layout, plots, reporting
 from molfed.config import RunConfig
 from molfed.data.cache import featurize_library
 from molfed.federated import overlap, value
+from molfed.preparation import standardize_options
 from molfed.tracking import Tracker
 from tasks._options import PRIVATE
-from tasks.partner import standardize_options
 
 CHART = "plots/value_of_federation.png"
 

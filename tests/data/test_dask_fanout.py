@@ -31,8 +31,9 @@ CHUNK = 70
 def fanned(tmp_path_factory):
     from prefect import flow
 
+    from molfed.preparation import calibration_fraction, standardize_options
     from tasks import dask_featurize
-    from tasks.partner import calibration_fraction, prepare, standardize_options
+    from tasks.partner import prepare
 
     root = tmp_path_factory.mktemp("dask-fanout")
     lines = write_demo_partners(root / "demo", n_bad_rows=0)["alpha"].read_text().splitlines()
