@@ -27,15 +27,13 @@ from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
 from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from molfed import layout
-from molfed.chem.featurize import ATOM_DIM, BOND_DIM
 from molfed.chem.standardize import StandardizeOptions
-from molfed.config import ModelConfig
 from molfed.federated.conformal import Calibration
 from molfed.federated.types import Weights
 from molfed.federated.weights import load_weights, save_weights
+from molfed.model_files import MODEL_FILES, load_model_files, parse_model_file
 from molfed.models.model import ModelSpec
 from molfed.startup import seed_mlflow_store, store_uri
 
@@ -388,106 +386,6 @@ class Tracker:
             self.client.set_model_version_tag(registered_model, version, key, str(value))
 
 
-MODEL_FILES = ("artifacts/weights.pt", "artifacts/model.json")
-"""The only files of a logged molfed model that :func:`load_model` and :func:`load_model_parts` download: data
-(weights loaded with ``weights_only=True``, a validated JSON config), never ``python_model.pkl`` or ``code/``."""
-
-TASK_TYPES = ("regression", "classification")
-
-
-class _Scaling(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-    mean: list[float]
-    std: list[float]
-
-
-class ModelFile(BaseModel):
-    """A molfed model's ``model.json`` (see :meth:`Tracker.log_model`), read as untrusted input."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-    spec: ModelSpec
-    scaling: _Scaling
-    """Regression target means and standard deviations, one per task."""
-    standardize: StandardizeOptions
-    calibration: Calibration | None = None
-    """Conformal calibration and applicability domain (absent in models logged before issue 18, or uncalibrated)."""
-
-
-def parse_model_file(text: str | bytes) -> ModelFile:
-    """Validate a ``model.json`` from a model store (which others may be able to write).
-
-    Types are checked strictly and unknown keys refused; the architecture must be one molfed's config allows
-    (:class:`~molfed.config.ModelConfig`), built for the installed featurizer, with one task type and one
-    scaling entry per task.
-
-    Raises
-    ------
-    ValueError
-        One line naming the first problem, e.g. ``model.json: spec.hidden_channels: Input should be ...``.
-    """
-    try:
-        meta = ModelFile.model_validate_json(text)
-    except ValidationError as exc:
-        raise ValueError(f"model.json: {_first_error(exc)}") from None
-    try:
-        ModelConfig.model_validate(
-            {k: getattr(meta.spec, k) for k in ModelConfig.model_fields if hasattr(meta.spec, k)}
-        )
-    except ValidationError as exc:
-        raise ValueError(f"model.json: spec.{_first_error(exc)}") from None
-    spec, n_tasks = meta.spec, len(meta.spec.task_names)
-    if (spec.in_channels, spec.edge_dim) != (ATOM_DIM, BOND_DIM):
-        problem = f"spec: got in/edge channels {spec.in_channels}/{spec.edge_dim}, expected {ATOM_DIM}/{BOND_DIM}"
-    elif n_tasks == 0 or len(spec.task_types) != n_tasks:
-        problem = f"spec: got {n_tasks} task names and {len(spec.task_types)} task types, expected as many, at least 1"
-    elif unknown := sorted(set(spec.task_types) - set(TASK_TYPES)):
-        problem = f"spec.task_types: got {unknown}, expected values from {list(TASK_TYPES)}"
-    elif not 0 <= spec.n_private_tasks <= n_tasks:
-        problem = f"spec.n_private_tasks: got {spec.n_private_tasks}, expected 0 to {n_tasks}"
-    elif (len(meta.scaling.mean), len(meta.scaling.std)) != (n_tasks, n_tasks):
-        problem = f"scaling: got {len(meta.scaling.mean)} means and {len(meta.scaling.std)} stds, expected {n_tasks}"
-    else:
-        problem = (calibration_problem(meta.calibration, spec) if meta.calibration is not None else None) or ""
-        if not problem:
-            return meta
-    raise ValueError(f"model.json: {problem}")
-
-
-def calibration_problem(cal: Calibration, spec: ModelSpec) -> str | None:
-    """Why a ``model.json``'s calibration does not fit its model, or None."""
-    n_levels = len(cal.levels)
-    if cal.method not in ("federated", "mondrian"):
-        return f"calibration.method: got {cal.method!r}, expected 'federated' or 'mondrian'"
-    if not cal.levels or any(not 0.0 < a < 1.0 for a in cal.levels):
-        return "calibration.levels: expected at least one level, each strictly between 0 and 1"
-    if [(t.name, t.type) for t in cal.tasks] != list(zip(spec.task_names, spec.task_types, strict=True)):
-        return "calibration.tasks: expected one entry per task of the spec, same names, types and order"
-    for i, t in enumerate(cal.tasks):
-        lengths = (len(t.half_widths),) if t.type == "regression" else (len(t.include_0_to), len(t.include_1_from))
-        if any(n != n_levels for n in lengths) or (t.type == "classification" and not (t.temperature or 0) > 0):
-            return f"calibration.tasks.{i}: expected {n_levels} values per level (and a positive temperature)"
-        if any(w is not None and w < 0 for w in t.half_widths):
-            return f"calibration.tasks.{i}.half_widths: expected non-negative values"
-    d = cal.domain
-    if d is not None:
-        size = spec.hidden_channels
-        if len(d.mean) != size or len(d.precision) != size or any(len(row) != size for row in d.precision):
-            return f"calibration.domain: expected a mean of {size} and a {size}x{size} precision matrix"
-        if not 0.0 < d.level < 1.0 or (d.threshold is not None and d.threshold < 0):
-            return "calibration.domain: expected 0 < level < 1 and a non-negative threshold"
-    return None
-
-
-def _first_error(exc: ValidationError) -> str:
-    """``loc: message (and N more)`` of a pydantic error, without the offending input value."""
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "top level"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
-
-
 def _download_model_files(model_uri: str, tracking_uri: str, dst: str) -> tuple[Path, Path]:
     """Download :data:`MODEL_FILES` of a logged model, and nothing else of it, into ``dst``.
 
@@ -573,7 +471,8 @@ class MoleculePyfunc(PythonModel):
     """Serves a molfed model: DataFrame with a ``smiles`` column -> one column per task plus ``valid``.
 
     Molecules are parsed, standardized and featurized inside ``predict``; an unparsable SMILES gives NaN
-    predictions and ``valid = False`` rather than an error.
+    predictions and ``valid = False`` rather than an error. Loading and predicting are :mod:`molfed.model_files`'
+    (which ``molfed predict`` uses without MLflow for a local model); this class adapts them to MLflow's pyfunc.
     """
 
     def load_context(self, context: Any) -> None:
@@ -581,27 +480,15 @@ class MoleculePyfunc(PythonModel):
 
     def load_from_paths(self, weights_path: Path, meta_path: Path) -> None:
         """Build the model with the installed molfed from ``weights.pt`` (``weights_only``) and a validated
-        ``model.json`` (:func:`parse_model_file`; raises ``ValueError`` on a wrong shape)."""
-        from molfed.federated.partner import materialize
-
-        meta = parse_model_file(Path(meta_path).read_bytes())
-        self.spec = meta.spec
-        self.standardize = meta.standardize
-        self.calibration = meta.calibration
-        self.model = materialize(self.spec, load_weights(str(weights_path)), meta.scaling.model_dump())
-        self.model.eval()
+        ``model.json`` (:func:`~molfed.model_files.load_model_files`; raises ``ValueError`` on a wrong shape)."""
+        self.loaded = load_model_files(weights_path, meta_path)
+        self.spec = self.loaded.model.spec
+        self.standardize = self.loaded.standardize
+        self.calibration = self.loaded.calibration
+        self.model = self.loaded.model
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from molfed.serving import predict_smiles
-
-        if "smiles" not in model_input.columns:
-            raise ValueError(f"input needs a 'smiles' column; got columns {list(model_input.columns)}")
-        return predict_smiles(
-            self.model,
-            model_input["smiles"].astype(str).tolist(),
-            standardize=self.standardize,
-            calibration=getattr(self, "calibration", None),
-        )
+        return self.loaded.predict(model_input)
 
 
 def log_partner_model(

@@ -1,4 +1,5 @@
-"""Attack: whoever can write the MLflow store booby-traps a molfed model, and a chemist runs ``molfed predict`` on it.
+"""Attack: whoever can write the MLflow store booby-traps a molfed model, and a chemist runs ``molfed predict`` on it
+(through the registry, or on the model's directory as downloaded).
 
 A real molfed model is logged into a temporary SQLite store (``Tracker.log_model``, registered, aliased); then, as
 the adversary, its ``python_model.pkl`` is replaced by a pickle that writes a marker file when unpickled and still
@@ -183,11 +184,12 @@ def _assert_no_marker(store) -> None:
     assert not store.marker.exists(), "the model store's pickle ran"
 
 
-@pytest.mark.parametrize("kind", ["version", "alias", "logged-model", "run"])
+@pytest.mark.parametrize("kind", ["version", "alias", "logged-model", "run", "local-dir"])
 def test_predict_runs_no_code_from_the_store_and_reads_only_weights_and_json(store, kind, tmp_path, capsys):
     model_dir = str(store.model_dir.resolve())
+    model = str(store.model_dir) if kind == "local-dir" else store.uris[kind]  # the model's directory, as downloaded
     with recording_opens() as opened:
-        rc = main(_args(store, store.uris[kind], tmp_path))
+        rc = main(_args(store, model, tmp_path))
     assert rc == 0, capsys.readouterr().err
     _assert_no_marker(store)
     _assert_honest_predictions(store, tmp_path / "out.csv")
@@ -204,6 +206,29 @@ def test_molfed_command_in_a_fresh_process_runs_no_code_from_the_store(store, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_no_marker(store)
     _assert_honest_predictions(store, tmp_path / "out.csv")
+
+
+def test_predict_on_a_local_model_directory_imports_no_mlflow(store, tmp_path):
+    """The fast path: a model directory on disk needs no registry, so not MLflow's ~2 s of imports either."""
+    code = (
+        "import sys\nfrom molfed.cli import main\nrc = main(sys.argv[1:])\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'mlflow'))\nsys.exit(rc)"
+    )
+    args = _args(store, str(store.model_dir), tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "[]"
+    _assert_no_marker(store)
+    _assert_honest_predictions(store, tmp_path / "out.csv")
+
+
+def test_a_directory_that_is_not_a_model_is_one_line_and_exit_2(store, tmp_path, capsys):
+    rc = main(_args(store, str(tmp_path), tmp_path))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(
+        f"molfed: error: cannot load model {str(tmp_path)!r}: FileNotFoundError: no artifacts/weights.pt"
+    )
 
 
 def _spec_with(store, **changes) -> dict:
