@@ -91,3 +91,21 @@ def test_deploy_help_documents_every_option(capsys):
         assert len(line.split()) > 2 or option == "--set", line
     prose = " ".join(text.split())
     assert "coordinator agent" in prose and "absolute" in prose
+
+
+def test_python_dash_m_reaches_every_command(tmp_path):
+    """``python -m molfed.cli`` ran main() from the middle of the module: commands defined below it (keygen) failed
+    with a NameError traceback."""
+    import subprocess
+    import sys
+
+    key = tmp_path / "coordinator.pem"
+    out = subprocess.run(
+        [sys.executable, "-m", "molfed.cli", "keygen", "--coordinator-key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0 and key.exists(), out.stderr[-500:]
+    assert "Traceback" not in out.stderr
