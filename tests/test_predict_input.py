@@ -60,3 +60,24 @@ def test_cli_counts_invalid_rows_by_reason_and_writes_them(tmp_path, monkeypatch
     with report.open(newline="", encoding="utf-8") as handle:
         rows = [(r["row"], r["column"], r["reason"]) for r in csv.DictReader(handle)]
     assert rows == [(str(i), "smi", "non_ascii_smiles") for i in (3, 4, 5, 6)] + [("7", "smi", "unparsable_smiles")]
+
+
+def test_cli_predicts_on_one_torch_thread_and_restores_the_count(tmp_path, monkeypatch):
+    seen: list[int] = []
+
+    def predict(_ctx, df):
+        seen.append(torch.get_num_threads())
+        return predict_smiles(StubModel(), df["smiles"].tolist(), standardize=StandardizeOptions())
+
+    monkeypatch.setattr("molfed.tracking.load_model", lambda uri, tracking_uri: SimpleNamespace(predict=predict))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    inp = tmp_path / "in.csv"
+    inp.write_text("smiles\nCCO\n", encoding="utf-8")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = ["predict", "--model", "models:/x/1", "--input", str(inp), "--output", str(tmp_path / "o.csv")]
+        assert main(args) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
