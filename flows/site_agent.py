@@ -36,7 +36,7 @@ from molfed.config import SiteConfig
 from molfed.errors import ConfigError
 from molfed.site.audit import AuditEntry, AuditLog, audit_path
 from molfed.site.failures import errors_stay_at_site
-from molfed.site.jobs import Job, parse_job
+from molfed.site.jobs import Job, SecAggJob, parse_job
 from molfed.site.policy import check_request
 from molfed.site.requests import RequestRefused, SeenNonces, Verified, trusted_keys, verify_request
 from tasks.sites import partner_pool, set_state
@@ -103,7 +103,8 @@ class SiteAgent:
         job = parse_job(verified.job)
         if job.partner != self.site.name:
             raise RequestRefused(f"wrong site: the job is for partner {job.partner!r}, this is {self.site.name!r}")
-        check_request(self.site.policy, action=job.action, federation=verified.federation)
+        calibration = isinstance(job, SecAggJob) and job.calibration is not None
+        check_request(self.site.policy, action=job.action, federation=verified.federation, calibration=calibration)
         self.nonces.claim(verified.nonce, verified.expires_at)
         return job, verified
 

@@ -2,8 +2,8 @@
 
 Only molfed's own job code, installed at the site, runs here; which one follows from the validated job's
 ``action``, never from anything a deployment names. Everything a job fetches from the federation run (config, plan,
-weights, the champion) is checked against the digest the coordinator signed into the request, and the site's policy
-is checked on the real federation config before the library is opened.
+weights, the champion, a calibration step's payload) is checked against the digest the coordinator signed into the
+request, and the site's policy is checked on the real federation config before the library is opened.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from molfed import layout
 from molfed.config import RunConfig, SiteConfig, site_run_config
-from molfed.federated import jobs, keys
+from molfed.federated import calibration, jobs, keys
+from molfed.federated import calibration_wire as cal_wire
 from molfed.federated.partner import PartnerData
 from molfed.federated.secure import site as secagg
 from molfed.federated.secure import wire
@@ -70,10 +71,12 @@ class WarmSite:
         """
         if isinstance(job, SecAggJob):
             steps = self._secagg(job)
-            self.artifacts.put_json(job.site_run_id, layout.site_reply(job.action, job.server_round), steps)
+            path = layout.secagg_reply(job.action, job.server_round, job.calibration)
+            self.artifacts.put_json(job.site_run_id, path, steps)
             return
         federation, digest = self._federation(job, request)
         config = site_run_config(federation, self.site)
+        inputs = self._calibration_inputs(job, request, federation) if job.action == "calibrate" else None
         if digest not in self._data:
             self._data = {digest: load_partner(config, config.partners[0])}  # one federation's data kept warm
         data = self._data[digest]
@@ -83,6 +86,11 @@ class WarmSite:
             reply = {"summary": asdict(prepared.summary), "moments": prepared.moments}
         elif job.action == "round":
             reply = self._round(job, request, federation, config, data)
+        elif job.action == "calibrate":
+            assert inputs is not None and job.step is not None
+            reply = self._calibrate(job, federation, config, data, *inputs)
+            self.artifacts.put_json(job.site_run_id, layout.calibration_reply(job.step, job.server_round), reply)
+            return
         else:
             reply = self._finish(job, request, config, data)
         self.artifacts.put_json(job.site_run_id, layout.site_reply(job.action, job.server_round), reply)
@@ -177,8 +185,70 @@ class WarmSite:
             reply["local_only"] = {"test": test, "curve": curve}
         return reply
 
+    def _calibration_inputs(
+        self, job: PartnerJob, request: Verified, federation: RunConfig
+    ) -> tuple[ModelSpec, dict, dict, dict[str, Any]]:
+        """A calibrate job's plan, the kept round's global weights and the step's payload, each checked against the
+        digest the request signed, before the library is opened.
+
+        Raises
+        ------
+        RequestRefused
+            If the federation does not calibrate, a download differs from what was signed, or the payload is
+            malformed."""
+        assert job.step is not None
+        if not federation.calibration.active(federation.mode):
+            raise RequestRefused("calibrate: the federation's config does not calibrate (calibration.enabled)")
+        spec, scaling = self._plan(job, request)
+        weights = self._weights(job, request, job.server_round, "weights")
+        payload: dict[str, Any] = {}
+        if job.step != "moments":
+            raw = self._signed_json(job, request, layout.calibration_payload(job.step), "payload")
+            try:
+                payload = cal_wire.payload_from_json(job.step, raw, width=spec.hidden_channels)
+            except ValueError as exc:
+                raise RequestRefused(str(exc)) from None
+        return spec, scaling, weights, payload
+
+    def _calibrate(
+        self,
+        job: PartnerJob,
+        federation: RunConfig,
+        config: RunConfig,
+        data: PartnerData,
+        spec: ModelSpec,
+        scaling: dict,
+        weights: dict,
+        payload: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One calibration step on this site's data (:func:`molfed.federated.calibration.run_step`). The reply holds
+        sums and counts only; under secure aggregation the sums of ``moments`` and ``scores`` stay here for the
+        secure sum and their round keys go instead. ``mondrian``: this site's own calibration stays in its
+        workspace."""
+        step = job.step
+        assert step is not None
+        if step == "measure":  # what a secure sum this site dropped out of left behind
+            for summed in ("moments", "scores"):
+                secagg.forget(self.site.workspace, calibration.secure_key(job.parent_run_id, summed))
+        out = calibration.run_step(
+            data,
+            step,
+            spec=spec,
+            weights=weights,
+            scaling=scaling,
+            payload=payload,
+            device=config.device,
+            state_key=job.state_key,
+        )
+        if federation.secure_aggregation.enabled and step != "measure":
+            key = calibration.secure_key(job.parent_run_id, step)
+            return {"advert": integrity.hold_sums_at_site(federation, config, job.partner, out, run_id=key)}
+        return cal_wire.reply_to_json(step, out)
+
     def _secagg(self, job: SecAggJob) -> dict[str, Any]:
         workspace, run_id, server_round = self.site.workspace, job.parent_run_id, job.server_round
+        if job.calibration is not None:  # a calibration step's secure sum: its own keys and state
+            run_id = calibration.secure_key(run_id, job.calibration)
         if job.action == "share_keys":
             roster = {n: wire.advert_from_json(a) for n, a in job.roster.items()}
             shares = secagg.share_keys(workspace, roster, run_id=run_id, server_round=server_round)

@@ -34,3 +34,20 @@ def site_reply(action: str, server_round: int = 0) -> str:
 def site_update(server_round: int) -> str:
     """A site's signed model update of ``server_round``, in its ``site-<name>`` run."""
     return f"replies/update-{server_round:04d}.pt"
+
+
+def calibration_payload(step: str) -> str:
+    """Sites mode: what the coordinator sends with calibration ``step`` (the embedding domain for ``scores``, the
+    calibration for ``measure``), on the federation run; sites check it against the digest their request signed."""
+    return f"federation/calibration/{step}.json"
+
+
+def calibration_reply(step: str, server_round: int) -> str:
+    """A site's reply to calibration ``step`` of the model kept at ``server_round``, in its ``site-<name>`` run."""
+    return site_reply(f"calibrate-{step}", server_round)
+
+
+def secagg_reply(action: str, server_round: int, calibration: str | None = None) -> str:
+    """A site's reply to secure-aggregation step ``action`` of a training round, or of calibration step
+    ``calibration``'s secure sum (round 0), in its ``site-<name>`` run."""
+    return site_reply(action if calibration is None else f"calibrate-{calibration}-{action}", server_round)

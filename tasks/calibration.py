@@ -12,10 +12,12 @@ from molfed.config import RunConfig
 from molfed.federated import calibration as cal
 from molfed.federated import conformal as cf
 from molfed.federated.secure.local import LocalTransport, forget
+from molfed.federated.secure.rounds import Transport
 from molfed.federated.types import Weights
 from molfed.models.model import ModelSpec
 from molfed.tracking import Tracker
 from tasks import integrity
+from tasks.secagg_sites import SiteTransport
 
 CALIBRATION_JSON = "calibration/calibration.json"
 COVERAGE_PLOT = "plots/calibration_coverage.png"
@@ -23,14 +25,19 @@ CALIBRATION_REPORT = "calibration/report.md"
 
 
 def summer(config: RunConfig, run_id: str) -> cal.Summer:
-    """Plain sums, or under ``secure_aggregation`` a secure sum of what partners hold (local mode)."""
+    """Plain sums, or under ``secure_aggregation`` a secure sum of what partners hold (in this process in local
+    mode; at their sites in sites mode, each protocol step a job there)."""
     s = config.secure_aggregation
     if not s.enabled:
         return cal.plain_sum
     signing = config.integrity.signing
     keys = integrity.public_keys(config) if signing else None
-    loader = functools.partial(integrity._signing_key, config) if signing else None
-    transport = LocalTransport(signing_key=loader, peer_keys=keys, scale=2**s.scale_bits)
+    transport: Transport
+    if config.mode == "sites":
+        transport = SiteTransport(run_id)
+    else:
+        loader = functools.partial(integrity._signing_key, config) if signing else None
+        transport = LocalTransport(signing_key=loader, peer_keys=keys, scale=2**s.scale_bits)
     return cal.secure_summer(
         transport, run_id=run_id, threshold=integrity.secure_threshold(config), scale=2**s.scale_bits, public_keys=keys
     )

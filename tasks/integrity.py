@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from molfed.config import RunConfig
@@ -104,13 +106,29 @@ def hold_at_site(
     ``federation`` is the coordinator's config (partners, threshold, public keys), ``site_view`` the site's own
     view of it (:func:`molfed.config.site_run_config`: its workspace and signing key).
     """
+    advert = _hold(federation, site_view, reply.update, run_id=run_id, server_round=server_round)
+    u = reply.update
+    kept_back = Update(u.partner, {}, u.n_samples, dict(u.metrics))
+    return dataclasses.replace(reply, update=kept_back), advert
+
+
+def hold_sums_at_site(
+    federation: RunConfig, site_view: RunConfig, name: str, sums: Mapping[str, np.ndarray], *, run_id: str
+) -> dict:
+    """Sites mode, a calibration step under secure aggregation: keep ``sums`` in the partner's workspace for the
+    secure sum of ``run_id`` (:func:`molfed.federated.secure.rounds.secure_vector_sum`: one update of weight 1,
+    round 0) and return its round keys (JSON)."""
+    return _hold(federation, site_view, Update(name, dict(sums), 1), run_id=run_id, server_round=0)
+
+
+def _hold(federation: RunConfig, site_view: RunConfig, update: Update, *, run_id: str, server_round: int) -> dict:
     from molfed.federated.secure import site, wire
 
     workspace = site_view.workspace_for(site_view.partners[0])
     signing = federation.integrity.signing
     advert = site.hold(
         workspace,
-        reply.update,
+        update,
         run_id=run_id,
         server_round=server_round,
         threshold=secure_threshold(federation),
@@ -118,9 +136,7 @@ def hold_at_site(
         signing_key=keys.load_signing_key(workspace) if signing else None,
         peer_keys=dict(federation.integrity.public_keys) if signing else None,
     )
-    u = reply.update
-    kept_back = Update(u.partner, {}, u.n_samples, dict(u.metrics))
-    return dataclasses.replace(reply, update=kept_back), wire.advert_to_json(advert)
+    return wire.advert_to_json(advert)
 
 
 def _signing_key(config: RunConfig, name: str) -> Ed25519PrivateKey:

@@ -9,6 +9,10 @@ signatures, share reveals).
 
 A partner that dropped out never gets a job telling it the round is over: its next job (or its finish job) removes
 what is left of the round at its site (:func:`molfed.federated.secure.site.forget`).
+
+The same transport carries the secure sums of calibration (:func:`molfed.federated.calibration.secure_summer`, run
+id ``<run>/calibration/<step>``, round 0): the round keys come with each partner's ``calibrate`` reply, and each step
+job names the calibration step, so the site uses that sum's own keys and state.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from molfed import layout
+from molfed.federated.calibration import secure_key
 from molfed.federated.secure import wire
 from molfed.federated.secure.messages import AdvertisedKeys, EncryptedShare, MaskedUpdate, SecAggError, ShareReveal
 from molfed.federated.secure.rounds import Reply
@@ -47,17 +53,33 @@ class SiteTransport:
             server_round,
             {n: {"roster": sent} for n in roster},
             lambda r: [wire.share_from_json(s) for s in r["shares"]],
+            run_id,
         )
 
     def mask(
         self, inboxes: Mapping[str, Sequence[EncryptedShare]], *, run_id: str, server_round: int
     ) -> dict[str, Reply[tuple[MaskedUpdate, UpdateSignature | None]]]:
         each = {n: {"inbox": [wire.share_to_json(s) for s in inbox]} for n, inbox in inboxes.items()}
-        return self._step("mask", server_round, each, lambda r: wire.masked_from_json(r["masked"]))
+        return self._step("mask", server_round, each, lambda r: wire.masked_from_json(r["masked"]), run_id)
 
     def reveal(self, survivors: Sequence[str], *, run_id: str, server_round: int) -> dict[str, Reply[ShareReveal]]:
         each = {n: {"survivors": list(survivors)} for n in survivors}
-        return self._step("reveal", server_round, each, lambda r: wire.reveal_from_json(r["reveal"]))
+        return self._step("reveal", server_round, each, lambda r: wire.reveal_from_json(r["reveal"]), run_id)
+
+    def _session(self, run_id: str) -> dict[str, str]:
+        """The job field that names which secure sum ``run_id`` is: none for the training rounds (the federation
+        run's id), ``calibration`` for a calibration step's.
+
+        Raises
+        ------
+        ValueError
+            If ``run_id`` is neither."""
+        if run_id == self.run_id:
+            return {}
+        for step in ("moments", "scores"):
+            if run_id == secure_key(self.run_id, step):
+                return {"calibration": step}
+        raise ValueError(f"secure sum {run_id!r} is not one of run {self.run_id!r}")
 
     def end_round(self, run_id: str, server_round: int) -> None:
         """Nothing to send: survivors deleted their round state when revealing; dropouts do at their next job."""
@@ -69,8 +91,20 @@ class SiteTransport:
         server_round: int,
         each: Mapping[str, Mapping[str, Any]],
         decode: Callable[[Any], T],
+        run_id: str,
     ) -> dict[str, Reply[T]]:
-        replies, failures = active(self.run_id)._dispatch(action, server_round, list(each), flow=SECAGG_FLOW, each=each)
+        session = self._session(run_id)
+        pool = active(self.run_id)
+        path = layout.secagg_reply(action, server_round, session.get("calibration"))
+        replies, failures = pool._dispatch(
+            action,
+            server_round,
+            list(each),
+            flow=SECAGG_FLOW,
+            each=each,
+            fetch=lambda n: pool.artifacts.get_json(pool.site_runs[n], path),
+            **session,
+        )
         out: dict[str, Reply[T]] = {f.partner: SecAggError(f.reason) for f in failures}
         for n, reply in replies.items():
             try:

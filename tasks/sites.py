@@ -6,7 +6,9 @@ with the digests of everything the job will fetch (:mod:`molfed.site.requests`);
 MLflow tracking server's artifact store: the coordinator publishes the plan and each round's global weights on
 the federation run, each partner downloads them and uploads its reply (update weights, counts, metrics) to its
 own ``site-<name>`` child run. Under secure aggregation the update stays at the site and its round keys come
-instead; the protocol's other steps are light ``secagg-job`` runs (``tasks/secagg_sites.py``).
+instead; the protocol's other steps are light ``secagg-job`` runs (``tasks/secagg_sites.py``). Calibration of the
+kept model is three more jobs (``calibrate``, one per step); their payloads are artifacts of the federation run bound
+by digest, their replies sums (or, under secure aggregation, round keys of a secure sum).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from prefect.states import Cancelled, Scheduled, to_state_create
 from molfed import layout
 from molfed.config import RunConfig
 from molfed.errors import ConfigError
+from molfed.federated import calibration as cal
+from molfed.federated import calibration_wire as cal_wire
+from molfed.federated import conformal as cf
 from molfed.federated import jobs
+from molfed.federated.secure import wire
 from molfed.federated.signing import SignedUpdate, load_private_key, signature_from_json
 from molfed.federated.types import Failure, Update, Weights
 from molfed.federated.weights import weights_digest
@@ -161,7 +167,10 @@ class SitePartners:
         self._deployments: dict[str, Any] = {}
         """Deployment ids by name (``partner-job/partner-<name>``), looked up once per run."""
         self.adverts: dict[int, dict[str, dict[str, Any]]] = {}
-        """Per round, each partner's round keys (JSON) from its round job under secure aggregation."""
+        """Per round, each partner's round keys (JSON) from its round job under secure aggregation (round 0: from
+        its calibrate job, for a calibration step's secure sum)."""
+        self._finished: dict[str, int] = {}
+        """Rounds whose global weights the sites' final jobs evaluated, by weights digest (calibration binds them)."""
         _ACTIVE[run_id] = self
         # the flow logged the config (layout.CONFIG) when the run started; sites fetch it and check this digest
         published = tracker.download_json(run_id, layout.CONFIG)
@@ -375,9 +384,11 @@ class SitePartners:
         bindings = {**self.bindings, "weights": weights_digest(weights)}
         if champion:
             bindings["champion"] = weights_digest(champion.weights)
+        server_round = self.config.federation.rounds if server_round is None else server_round
+        self._finished[bindings["weights"]] = server_round
         out, failures = self._dispatch(
             "finish",
-            self.config.federation.rounds if server_round is None else server_round,
+            server_round,
             bindings=bindings,
             state_key=state_key,
             parity_task=parity_task,
@@ -391,6 +402,56 @@ class SitePartners:
             }
         reports = {n: jobs.FinalReport(**{k: v for k, v in r.items() if k != "local_only"}) for n, r in out.items()}
         return reports, failures
+
+    def calibrate(
+        self,
+        step: str,
+        spec: ModelSpec,
+        weights: Weights,
+        scaling: Mapping[str, Sequence[float]],
+        payload: Mapping[str, Any],
+        state_key: str = "default",
+    ) -> tuple[dict[str, Any], list[Failure]]:
+        """A calibration step at every partner (:class:`molfed.federated.calibration.CalibrationPool`) on the kept
+        round's global weights (an artifact of this run already: the request binds their digest). The step's
+        payload (the embedding domain, the calibration) is logged on the federation run and bound by digest too,
+        never sent as a parameter. Replies are checked sums; under secure aggregation ``moments`` and ``scores``
+        reply with round keys (kept in :attr:`adverts` for the secure sum) and None.
+
+        Raises
+        ------
+        ValueError
+            If ``weights`` are not a round's the sites finished (call :meth:`finish` first).
+        """
+        digest = weights_digest(weights)
+        if digest not in self._finished:
+            raise ValueError("calibrate the global weights of a round the sites finished (call finish first)")
+        server_round = self._finished[digest]
+        bindings = {**self.bindings, "weights": digest}
+        if step != "moments":
+            body = cal_wire.payload_to_json(step, payload)
+            self.tracker.log_json(self.run_id, body, layout.calibration_payload(step))
+            bindings["payload"] = json_digest(body)
+        if step == "moments":
+            shapes = cal.moments_layout(spec)
+        else:
+            shapes = cf.sums_layout(spec.task_names, spec.task_types, domain=payload.get("domain") is not None)
+        secure = self.config.secure_aggregation.enabled and step != "measure"
+
+        def fetch(n: str) -> Any:  # a malformed reply raises here: that partner's failure
+            reply = self.artifacts.get_json(self.site_runs[n], layout.calibration_reply(step, server_round))
+            if secure:
+                wire.advert_from_json(reply["advert"])  # decodable, or this partner's failure
+                return reply["advert"]
+            return cal_wire.reply_from_json(step, reply, shapes)
+
+        replies, failures = self._dispatch(
+            "calibrate", server_round, bindings=bindings, fetch=fetch, step=step, state_key=state_key
+        )
+        if secure:  # the sums stay at the sites; their round keys came instead
+            self.adverts = {0: replies}
+            return {n: None for n in replies}, failures
+        return replies, failures
 
     def local_only(self, spec: ModelSpec, init: Weights, scaling: Mapping[str, Sequence[float]]) -> dict[str, Any]:
         """Computed by each partner in its finish job (call :meth:`finish` first)."""

@@ -69,10 +69,6 @@ def check_run(config: RunConfig) -> None:
         raise ValueError(
             "baselines.fine_tune_epochs: site agents do not run a fine-tuning job yet; set it to 0 in sites mode"
         )
-    if config.mode == "sites" and config.calibration.enabled:
-        raise ValueError(
-            "calibration.enabled: site agents do not run calibration jobs yet; leave it empty or false in sites mode"
-        )
     _check_privacy(config.privacy.mode, config.federation.strategy)
     _check_sampling(config.federation, len(config.partners))
     for partner in config.partners:

@@ -439,8 +439,8 @@ class CalibrationConfig(_Model):
 
     enabled: bool | None = Field(
         None,
-        description="Calibrate the kept model and ship the calibration with it. Default (empty): on in local mode; "
-        "sites mode does not calibrate yet (turning it on there is refused).",
+        description="Calibrate the kept model and ship the calibration with it. Default (empty): on in local mode, "
+        "off in sites mode (there every site must list 'calibrate' in its policy's jobs).",
     )
     levels: list[float] = Field(
         default_factory=lambda: [0.8, 0.9, 0.95],

@@ -75,6 +75,9 @@ def site_run_config(config: RunConfig, site: SiteConfig, *, source: str = "site 
     raw.update(mode="local", partners=[site.as_partner().model_dump(mode="json", exclude_unset=True)])
     raw["baselines"]["pooled"] = False
     raw["federation"]["min_partners"] = None  # the quorum is the coordinator's; this view holds one partner
+    # the federation's calibration setting, resolved for its mode (this view is local mode, whose default differs):
+    # the site carves the calibration hold-out from training exactly when the federation calibrates
+    raw["calibration"]["enabled"] = config.calibration.active(config.mode)
     # signing keys and secure aggregation are the federation's (read by the partner job from its config); this
     # view keeps only the site's own public key and leaves the protocol off (it holds one partner)
     raw["integrity"]["public_keys"] = {k: v for k, v in raw["integrity"]["public_keys"].items() if k == site.name}

@@ -10,14 +10,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from molfed.site.requests import RequestRefused
 
-PartnerAction = Literal["prepare", "round", "finish"]
+PartnerAction = Literal["prepare", "round", "finish", "calibrate"]
 SecAggAction = Literal["share_keys", "mask", "reveal"]
+CalibrationStep = Literal["moments", "scores", "measure"]
+"""The partner's calibration steps (:data:`molfed.federated.calibration.STEPS`)."""
+SummedStep = Literal["moments", "scores"]
+"""Calibration steps whose sums go through a secure sum under secure aggregation."""
 PARTNER_JOBS: tuple[PartnerAction, ...] = get_args(PartnerAction)
 SECAGG_STEPS: tuple[SecAggAction, ...] = get_args(SecAggAction)
+CALIBRATION_STEPS: tuple[CalibrationStep, ...] = get_args(CalibrationStep)
 
 RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
@@ -36,7 +41,7 @@ class _Job(BaseModel):
 
 
 class PartnerJob(_Job):
-    """prepare, round or finish: the partner's training-side jobs."""
+    """prepare, round, finish or calibrate: the partner's jobs on its own data."""
 
     action: PartnerAction
     options: dict[Annotated[str, Field(max_length=64)], float] = Field(default_factory=dict, max_length=32)
@@ -45,6 +50,14 @@ class PartnerJob(_Job):
     champion_uri: Annotated[str, Field(pattern=r"^models:/[A-Za-z0-9_.@/-]{1,200}$")] | None = None
     state_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "default"
     local_only: bool = False
+    step: CalibrationStep | None = None
+    """``calibrate`` only: which step (the kept model's weights are those of ``server_round``)."""
+
+    @model_validator(mode="after")
+    def _step_with_calibrate(self) -> PartnerJob:
+        if (self.action == "calibrate") != (self.step is not None):
+            raise ValueError("a calibrate job names its step, other jobs none")
+        return self
 
     @field_validator("champion_uri")
     @classmethod
@@ -63,6 +76,8 @@ class SecAggJob(_Job):
     )
     inbox: list[dict[Annotated[str, Field(max_length=32)], _Short]] = Field(default_factory=list, max_length=10_000)
     survivors: list[Name] = Field(default_factory=list, max_length=10_000)
+    calibration: SummedStep | None = None
+    """The secure sum of this calibration step (None: the training round ``server_round``'s)."""
 
 
 Job = PartnerJob | SecAggJob

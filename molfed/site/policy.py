@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from molfed.config import RunConfig
 
 JobKind = Literal[PartnerAction, SecAggAction]
+OPT_IN: tuple[JobKind, ...] = ("calibrate",)
+"""Job kinds a site accepts only when its policy lists them: each sends something the others do not (``calibrate``:
+sums of the model's embeddings of the site's training molecules and score histograms of its calibration split)."""
+DEFAULT_JOBS: tuple[JobKind, ...] = tuple(k for k in (*PARTNER_JOBS, *SECAGG_STEPS) if k not in OPT_IN)
 
 
 class SitePolicy(BaseModel):
@@ -41,9 +45,11 @@ class SitePolicy(BaseModel):
         "is refused. Empty: none, and the agent refuses to start.",
     )
     jobs: list[JobKind] = Field(
-        default_factory=lambda: [*PARTNER_JOBS, *SECAGG_STEPS],
-        description="Job kinds accepted (molfed's own code, installed at this site): prepare, round, finish and the "
-        "secure-aggregation steps share_keys, mask, reveal.",
+        default_factory=lambda: list(DEFAULT_JOBS),
+        description="Job kinds accepted (molfed's own code, installed at this site). Default: prepare, round, finish "
+        "and the secure-aggregation steps share_keys, mask, reveal. 'calibrate' (the kept model's conformal "
+        "calibration and applicability domain: embedding moments, score histograms, coverage counts leave the site, "
+        "as a secure sum under secure aggregation) is accepted only when listed here.",
     )
     require_secure_aggregation: bool = Field(
         False, description="Refuse federations that do not mask updates (the coordinator then sees only their sum)."
@@ -69,15 +75,17 @@ class SitePolicy(BaseModel):
     )
 
 
-def check_request(policy: SitePolicy, *, action: str, federation: str) -> None:
-    """The request-level rules (nothing of the site read yet).
+def check_request(policy: SitePolicy, *, action: str, federation: str, calibration: bool = False) -> None:
+    """The request-level rules (nothing of the site read yet); ``calibration``: a secure-aggregation step of a
+    calibration's secure sum, allowed only where ``calibrate`` is.
 
     Raises
     ------
     RequestRefused
     """
-    if action not in policy.jobs:
-        raise RequestRefused(f"policy: job kind {action!r} is not allowed at this site (allowed: {policy.jobs})")
+    for kind in (action, "calibrate") if calibration else (action,):
+        if kind not in policy.jobs:
+            raise RequestRefused(f"policy: job kind {kind!r} is not allowed at this site (allowed: {policy.jobs})")
     if federation not in policy.federations:
         raise RequestRefused(f"policy: federation {federation!r} is not one this site serves")
 

@@ -150,3 +150,23 @@ def test_the_audit_log_appends_one_json_line_per_decision_readable_by_the_site_o
     assert third["decision"] == "completed" and first["time"] <= second["time"] <= third["time"]
     assert first["time"][:4].isdigit() and first["time"].endswith("+00:00")
     assert AuditLog(path).entries() == [first, second, third]
+
+
+def test_calibrate_is_refused_unless_the_policy_lists_it(tmp_path, coordinator_key, signer, job):
+    """Default deny: a site that wrote its policy before calibration existed does not start sending embedding
+    moments and score histograms; one that lists ``calibrate`` accepts it."""
+    calibrate = {**job, "action": "calibrate", "step": "moments"}
+    signed = signer.sign(calibrate, bindings=BINDINGS, lifetime_s=600)
+    refused = _refusal(SiteAgent(_site(tmp_path, coordinator_key[1]), runner=object()), {"job": signed})
+    assert refused.startswith("policy: job kind 'calibrate' is not allowed at this site")
+    # its secure sums' steps too: a share_keys of a calibration sum is calibration
+    share = signer.sign({**job, "action": "share_keys", "calibration": "moments"}, bindings={}, lifetime_s=600)
+    agent = SiteAgent(_site(tmp_path, coordinator_key[1]), runner=object())
+    assert _refusal(agent, {"job": share}).startswith("policy: job kind 'calibrate' is not allowed")
+    assert agent.nonces.seen == {}
+    agent.admit({"job": signer.sign({**job, "action": "share_keys"}, bindings={}, lifetime_s=600)})  # a round's
+    policy = {"jobs": ["prepare", "calibrate", "share_keys"]}
+    allowed = SiteAgent(_site(tmp_path, coordinator_key[1], **policy), runner=object())
+    admitted, _ = allowed.admit({"job": signer.sign(calibrate, bindings=BINDINGS, lifetime_s=600)})
+    assert admitted.action == "calibrate" and admitted.step == "moments"
+    allowed.admit({"job": share})

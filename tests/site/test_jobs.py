@@ -107,3 +107,38 @@ def test_a_bad_secure_aggregation_step_is_refused_naming_the_field(job, changes,
 )
 def test_a_refused_mapping_key_is_not_echoed(job, changes):
     assert "SECRET" not in _refusal({**job, **changes})
+
+
+@pytest.mark.parametrize("step", ["moments", "scores", "measure"])
+def test_a_calibrate_job_names_one_of_the_calibration_steps(job, step):
+    parsed = parse_job({**job, "action": "calibrate", "step": step, "server_round": 3, "state_key": "c" * 32})
+    assert isinstance(parsed, PartnerJob) and parsed.action == "calibrate" and parsed.step == step
+
+
+def test_the_sites_steps_are_the_calibrations_steps():
+    from molfed.federated.calibration import STEPS
+    from molfed.site.jobs import CALIBRATION_STEPS
+
+    assert CALIBRATION_STEPS == STEPS
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "bad"),
+    [
+        ({"action": "calibrate", "step": "exec_code"}, "step", "exec_code"),
+        ({"action": "calibrate"}, "<job>", "None"),
+        ({"action": "round", "step": "moments"}, "<job>", "moments"),
+        ({"action": "mask", "calibration": "measure"}, "calibration", "measure"),
+    ],
+    ids=["unknown-step", "no-step", "step-on-round", "secure-sum-of-measure"],
+)
+def test_a_calibration_job_with_an_unknown_or_misplaced_step_is_refused(job, changes, field, bad):
+    reason = _refusal({**job, **changes})
+    assert reason.startswith(f"malformed request: {field}: ")
+    assert bad not in reason
+
+
+def test_a_secure_aggregation_step_may_belong_to_a_calibration_sum(job):
+    parsed = parse_job({**job, "action": "reveal", "calibration": "scores", "survivors": ["beta"]})
+    assert isinstance(parsed, SecAggJob) and parsed.calibration == "scores"
+    assert parse_job({**job, "action": "reveal"}).calibration is None
