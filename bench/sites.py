@@ -134,7 +134,7 @@ def _configs(root: Path, rounds: int, secure: bool) -> dict[str, Path]:
     base = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     base |= {"name": "bench-sites", "federation": {**base.get("federation", {}), "rounds": rounds}}
     base |= {"baselines": {"local_only": False, "pooled": False}, "secure_aggregation": {"enabled": secure}}
-    base |= {"calibration": {"enabled": False}}  # site agents have no calibration job: the same work on both sides
+    base |= {"calibration": {"enabled": False}}  # the bench times rounds: no calibration, no hold-out
     local = [{"name": n, "path": f"libraries/{n}.csv", "workspace": f"local-workspaces/{n}"} for n in PARTNERS]
     sites = {"partners": [{"name": n} for n in PARTNERS], "integrity": {"coordinator_key": "coordinator.pem"}}
     out = {}

@@ -2,7 +2,8 @@
 coordinator agent (``molfed coordinator-agent``) and one site agent per partner (``molfed site-agent``), each partner
 in its own directory with its own site config, library, trusted coordinator key, policy and MLflow user. Deploy, run a
 1-round federation of three partners of which one never starts its agent (its jobs are not picked up and the quorum
-of 2 lets the run go on without it), read everything back, scan for leaks, read each site's audit log; then kill an
+of 2 lets the run go on without it) and calibrate its kept model at the sites through secure sums, read everything
+back, scan for leaks, read each site's audit log; then kill an
 agent mid-round in a second federation and resume it, and kill the coordinator itself mid-round in a third and resume
 that."""
 
@@ -259,6 +260,8 @@ def consortium(tmp_path_factory):
                     "federations": ["sites-test", "sites-faults", "sites-crash"],
                     "tasks": ["expt"],
                     "require_secure_aggregation": True,
+                    # calibrate is opt-in (default deny): these sites list it
+                    "jobs": ["prepare", "round", "finish", "calibrate", "share_keys", "mask", "reveal"],
                 },
             }
             shutil.copy(libraries[name], site_dir / "private" / "library.csv")
@@ -285,6 +288,7 @@ def consortium(tmp_path_factory):
             "schedule": {"cron": "0 3 * * 1", "timezone": "Europe/Berlin", "active": False},
             "integrity": {"signing": True, "public_keys": public_keys, "coordinator_key": "coordinator.pem"},
             "secure_aggregation": {"enabled": True},
+            "calibration": {"enabled": True},  # off by default in sites mode
         }
         (coordinator / "sites.yaml").write_text(yaml.safe_dump(config))
         deploy = subprocess.run(
@@ -413,6 +417,56 @@ def test_no_partner_structure_or_path_reaches_the_servers(consortium):
     assert hits == [], sorted({str(h.path) for h in hits})[:5]
 
 
+def test_the_kept_model_is_calibrated_at_the_sites_through_secure_sums(consortium, monkeypatch):
+    """Issue 18 in sites mode: each site ran the three calibration steps on its own data; the coordinator got
+    round keys for the embedding moments and score histograms (their secure sums), coverage counts for the test
+    splits, and the registered model carries the calibration. No site's sums reached the store in the clear and
+    nothing of the secure sums is left at the sites."""
+    import mlflow
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    from molfed.federated.calibration import secure_key
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW_USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
+    client = MlflowClient(tracking_uri=consortium["mlflow_uri"])
+    exp = client.get_experiment_by_name("sites-test")
+    parent = client.search_runs([exp.experiment_id], "tags.`molfed.kind` = 'federated'")[0]
+    rid, metrics = parent.info.run_id, parent.data.metrics
+    for level in ("80", "90", "95"):
+        assert 0 < metrics[f"test_coverage_{level}"] <= 1
+        for name in PARTNERS:
+            assert 0 <= metrics[f"test_coverage_{level}.expt.{name}"] <= 1
+            assert metrics[f"test_interval_width_{level}.expt.{name}"] > 0
+    assert 0 <= metrics["test_out_of_domain_rate"] <= 1 and not any(k.endswith(f".{ABSENT}") for k in metrics)
+    root = consortium["root"] / "calibration-download"
+    mlflow.set_tracking_uri(consortium["mlflow_uri"])
+    logged = json.loads(Path(client.download_artifacts(rid, "calibration/calibration.json", str(root))).read_text())
+    assert logged["tasks"][0]["n"] > 0 and len(logged["domain"]["mean"]) == 32
+    source = ModelsArtifactRepository.get_underlying_uri("models:/sites-test/1").rstrip("/")
+    meta = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/artifacts/model.json", dst_path=str(root))
+    assert json.loads(Path(meta).read_text())["calibration"] == logged
+    sent = {a.path for a in client.list_artifacts(rid, "federation/calibration")}
+    assert sent == {"federation/calibration/scores.json", "federation/calibration/measure.json"}
+    for run in (r for r in _site_runs(client, rid) if r.data.tags["molfed.partner"] in PARTNERS):
+        site_run = run.info.run_id
+        replies = {a.path for a in client.list_artifacts(site_run, "replies")}
+        assert {f"replies/calibrate-{s}-0001.json" for s in ("moments", "scores", "measure")} <= replies
+        for step in ("moments", "scores"):  # round keys only: the sums went into the secure sum
+            reply = json.loads(
+                Path(client.download_artifacts(site_run, f"replies/calibrate-{step}-0001.json", str(root))).read_text()
+            )
+            assert set(reply) == {"advert"}, (step, sorted(reply))
+            assert f"replies/calibrate-{step}-reveal-0000.json" in replies
+        measured = json.loads(
+            Path(client.download_artifacts(site_run, "replies/calibrate-measure-0001.json", str(root))).read_text()
+        )
+        assert set(measured) == {"measured"} and measured["measured"]["n.expt"] > 0
+    for site_dir in consortium["sites"].values():
+        for step in ("moments", "scores"):
+            assert not run_dir(site_dir / "workspace", secure_key(rid, step)).exists()
+
+
 READ_DEPLOYMENT = """
 import json
 from prefect.client.orchestration import get_client
@@ -521,7 +575,9 @@ def test_each_sites_audit_log_holds_its_jobs_and_nothing_of_its_data(consortium)
         jobs = [e for e in entries if e["decision"] in ("accepted", "completed", "refused", "failed")]
         assert not [e for e in jobs if e["decision"] in ("refused", "failed")], jobs
         done = sorted(e["action"] for e in jobs if e["decision"] == "completed")
-        assert done == ["finish", "mask", "prepare", "reveal", "round", "share_keys"], (name, done)
+        # one round's jobs and secure sum, then three calibrate jobs and the secure sums of two of them
+        expected = ["calibrate"] * 3 + ["finish"] + ["mask"] * 3 + ["prepare"] + ["reveal"] * 3 + ["round"]
+        assert done == expected + ["share_keys"] * 3, (name, done)
         assert len({e["key_id"] for e in jobs}) == 1 and all(e["federation"] == "sites-test" for e in jobs)
         text = (audit_path(site_dir / "workspace")).read_text()
         assert "library" not in text and str(site_dir) not in text
@@ -576,6 +632,7 @@ def killed_agent(consortium):
         "baselines": {"local_only": False, "pooled": False},
         "tracking": {"experiment": "sites-faults"},
         "integrity": {**consortium["config"]["integrity"], "public_keys": {}, "signing": False},
+        "calibration": {"enabled": False},  # calibration is the first federation's
     }
     (coordinator / "faults.yaml").write_text(yaml.safe_dump(config))
     audit = AuditLog(audit_path(consortium["sites"]["beta"] / "workspace"))
@@ -684,6 +741,7 @@ def killed_coordinator(consortium):
         "baselines": {"local_only": False, "pooled": False},
         "tracking": {"experiment": "sites-crash"},
         "integrity": {**consortium["config"]["integrity"], "public_keys": {}, "signing": False},
+        "calibration": {"enabled": False},  # calibration is the first federation's
     }
     (coordinator / "crash.yaml").write_text(yaml.safe_dump(config))
     audits = {n: AuditLog(audit_path(consortium["sites"][n] / "workspace")) for n in PARTNERS}
