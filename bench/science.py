@@ -407,10 +407,10 @@ def run_cell(
             for r in result_rows(curves, metric, names, sizes)
         ]
         sink.add(cell, rows, curve_rows(curves, metric, sizes))
-        last = next(r for r in rows if r["selection"] == "last" and r["partner"] == coord.ALL_PARTNERS)
-        print(
-            f"{pset.name} P={n_partners} seed={seed} {recipe}: fed {last[coord.FEDERATED]:.3f} pooled "
-            f"{last[coord.POOLED]:.3f} local {last[coord.LOCAL_ONLY]:.3f} ({fed_s:.0f}+{ref_s:.0f} s)",
+        kept = next(r for r in rows if r["selection"] == "best" and r["partner"] == coord.ALL_PARTNERS)
+        print(  # the models the product keeps (best validated round), as the summary reads them
+            f"{pset.name} P={n_partners} seed={seed} {recipe}: fed {kept[coord.FEDERATED]:.3f} pooled "
+            f"{kept[coord.POOLED]:.3f} local {kept[coord.LOCAL_ONLY]:.3f} ({fed_s:.0f}+{ref_s:.0f} s)",
             flush=True,
         )
 
