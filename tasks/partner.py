@@ -133,6 +133,8 @@ def finish_from_config(
 ) -> jobs.FinalReport:
     """A partner's final job with its private-task choices (shared by local and sites mode)."""
     cfg = partner_config(config, name)
+    c = config.calibration  # the partner's exported model is calibrated on its own data when the run calibrates
+    levels = tuple(c.levels) if c.active(config.mode) else ()
     return jobs.finish_job(
         load_partner(config, cfg),
         spec=spec,
@@ -143,7 +145,12 @@ def finish_from_config(
         champion=champion,
         device=config.device,
         state_key=state_key,
-        private=jobs.PrivateOptions(cfg.report_private_metrics, own_mlflow(cfg.export_tracking_uri, name, state_key)),
+        private=jobs.PrivateOptions(
+            cfg.report_private_metrics,
+            own_mlflow(cfg.export_tracking_uri, name, state_key),
+            calibration_levels=levels,
+            domain_level=c.domain_level,
+        ),
     )
 
 

@@ -28,6 +28,7 @@ from torch_geometric.loader import DataLoader
 
 from molfed.federated import conformal as cf
 from molfed.federated import partner as p
+from molfed.federated.partner_state import model_dir
 from molfed.federated.types import Failure, QuorumError, Weights
 from molfed.models.model import ModelSpec, MoleculeModel
 
@@ -170,8 +171,6 @@ def measure_job(
             domain_level=domain_level,
         )
         if data.workspace is not None:
-            from molfed.federated.jobs import model_dir
-
             directory = model_dir(data.workspace, state_key)
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "calibration.json").write_text(json.dumps(asdict(calibration)))

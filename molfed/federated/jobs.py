@@ -15,7 +15,9 @@ from typing import Any
 from molfed.federated import partner as p
 from molfed.federated import private_heads as ph
 from molfed.federated import val_sums
-from molfed.federated.partner_state import safe_name
+from molfed.federated.conformal import Calibration
+from molfed.federated.own_calibration import own_calibration
+from molfed.federated.partner_state import model_dir, safe_name
 from molfed.federated.types import Update, Weights
 from molfed.models.model import ModelSpec, MoleculeModel
 
@@ -116,7 +118,9 @@ def finish_job(
     """Final validation and test metrics, binned parity counts and, if given, the champion's validation metrics.
 
     A partner with private tasks also exports its own model (final ``weights`` + its private head from the
-    workspace) to ``<workspace>/models/<state_key>/`` and, per ``private``, reports private-task metrics."""
+    workspace) to ``<workspace>/models/<state_key>/``, calibrated on its own data when ``private`` gives levels
+    (:func:`~molfed.federated.own_calibration.own_calibration`), and, per ``private``, reports private-task
+    metrics."""
     metrics = p.evaluate_partner(
         data, spec=spec, weights=weights, scaling=scaling, splits=("val", "test"), device=device
     )
@@ -153,7 +157,14 @@ def finish_job(
         evaluated = p.evaluate_private(model, data, ("val", "test"))
         if options.report_metrics:
             private_metrics = evaluated
-        export_private_model(data, model, state_key=state_key, metrics=evaluated, publish=options.publish)
+        calibration = None
+        if options.calibration_levels:  # the partner's own, from its own data; stays with it
+            calibration = own_calibration(
+                model, data, levels=options.calibration_levels, domain_level=options.domain_level
+            )
+        export_private_model(
+            data, model, state_key=state_key, metrics=evaluated, publish=options.publish, calibration=calibration
+        )
     return FinalReport(metrics["val"], metrics["test"], parity, champion_val, private_metrics)
 
 
@@ -169,6 +180,11 @@ class PrivateOptions:
     """Send private-task metrics (aggregates, named by task) to the federation."""
     publish: Publish | None = None
     """Also hand the exported model to this (the adapters log it to the partner's own MLflow, if configured)."""
+    calibration_levels: tuple[float, ...] = ()
+    """Calibrate the exported model at these levels, on the partner's own calibration split (empty: not at all; the
+    run's ``calibration.levels`` when its calibration is active)."""
+    domain_level: float = 0.95
+    """The exported model's applicability-domain level (the run's ``calibration.domain_level``)."""
 
 
 def export_private_model(
@@ -178,11 +194,20 @@ def export_private_model(
     state_key: str,
     metrics: Mapping[str, Mapping[str, float]],
     publish: Publish | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
-    """Write the partner's model to ``<workspace>/models/<state_key>/`` (and hand it to ``publish`` if given)."""
+    """Write the partner's model to ``<workspace>/models/<state_key>/`` (and hand it to ``publish`` if given); a
+    ``calibration`` goes into its ``model.json`` as in a registered model's (``calibration``)."""
     assert data.workspace is not None
     standardize = asdict(data.standardize) if data.standardize is not None else None
-    meta = {"partner": data.name, "federation_run": state_key, "standardize": standardize, "metrics": metrics}
+    meta: dict[str, object] = {
+        "partner": data.name,
+        "federation_run": state_key,
+        "standardize": standardize,
+        "metrics": metrics,
+    }
+    if calibration is not None:
+        meta["calibration"] = asdict(calibration)
     directory = ph.export_model(model_dir(data.workspace, state_key), model, meta=meta)
     if publish is not None:
         publish(directory, metrics)
@@ -204,11 +229,6 @@ def own_parity_plot(
     fig.savefig(target, dpi=100)
     plots.close(fig)
     return target
-
-
-def model_dir(workspace: Path, state_key: str) -> Path:
-    """Where a partner's final model of federation ``state_key`` is exported."""
-    return Path(workspace) / "models" / safe_name(state_key)
 
 
 def private_metrics(reports: Mapping[str, FinalReport]) -> dict[str, float]:

@@ -35,6 +35,11 @@ def safe_name(text: str) -> str:
     return _SAFE.sub("_", text)
 
 
+def model_dir(workspace: Path, state_key: str) -> Path:
+    """Where a partner's final model of federation ``state_key`` is exported (and a ``mondrian`` calibration kept)."""
+    return Path(workspace) / "models" / safe_name(state_key)
+
+
 def state_path(workspace: Path, state_key: str, name: str) -> Path:
     """Where state ``name`` of federation ``state_key`` lives in ``workspace`` (unsafe characters become ``_``)."""
     return Path(workspace) / "federation_state" / _SAFE.sub("_", state_key) / f"{_SAFE.sub('_', name)}.npz"

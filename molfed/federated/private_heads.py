@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from molfed.federated.conformal import Calibration
 from molfed.federated.partner_state import load_saved, save_state
 from molfed.federated.types import Weights, check_compatible
 from molfed.federated.weights import get_weights, load_weights, save_weights, set_weights
@@ -177,10 +179,25 @@ def export_model(directory: Path, model: MoleculeModel, *, meta: Mapping[str, ob
 
 
 def load_exported_model(directory: str | Path) -> tuple[MoleculeModel, dict[str, object]]:
-    """Load a model written by :func:`export_model`; returns it (eval mode, CPU) and its ``model.json``."""
+    """Load a model written by :func:`export_model`; returns it (eval mode, CPU) and its ``model.json`` (its
+    calibration, if any, as :func:`exported_calibration` reads it)."""
     directory = Path(directory)
     info = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
     model = build_model(ModelSpec.from_dict(info["spec"]))
     model.set_target_scaling(info["scaling"]["mean"], info["scaling"]["std"])
     set_weights(model, load_weights(str(directory / MODEL_FILE)))
     return model.eval(), info
+
+
+def exported_calibration(info: Mapping[str, object]) -> Calibration | None:
+    """The calibration in an exported model's ``model.json`` (``info`` from :func:`load_exported_model`): the
+    partner's own (:mod:`molfed.federated.own_calibration`), for ``predict_smiles(..., calibration=...)``; None if
+    the model was exported uncalibrated.
+
+    Raises
+    ------
+    ValueError
+        If the entry is not a calibration (pydantic's ``ValidationError``).
+    """
+    entry = info.get("calibration")
+    return None if entry is None else TypeAdapter(Calibration).validate_python(entry)
