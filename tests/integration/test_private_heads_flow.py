@@ -210,6 +210,61 @@ def test_partner_logs_its_own_model_to_its_own_mlflow(run):
     assert "test_rmse.logp" in found.data.metrics
 
 
+def test_exported_models_carry_their_partners_own_calibration_and_the_federation_none_of_it(run):
+    from molfed.chem.standardize import StandardizeOptions
+    from molfed.federated.calibration import calibration_graphs
+    from tasks.partner import partner_data
+
+    levels = tuple(run.config.calibration.levels)  # the run calibrates (local mode's default)
+    own = {}
+    for name, tasks in {"alpha": ["expt", "logp"], "beta": ["expt", "soluble"], "gamma": ["bp"]}.items():
+        model, info = ph.load_exported_model(_exported(run, name))
+        calibration = ph.exported_calibration(info)
+        assert calibration is not None and calibration.method == "mondrian" and calibration.levels == levels
+        assert [t.name for t in calibration.tasks] == tasks and calibration.domain is not None
+        own[name] = (model, info, calibration)
+    model, info, calibration = own["alpha"]
+    data = partner_data(run.config, "alpha")
+    y = torch.cat([g.y for g in calibration_graphs(data)]).numpy()
+    expt, logp = calibration.tasks
+    assert (expt.n, logp.n) == tuple(int(n) for n in (~np.isnan(y)).sum(axis=0))  # its own labels, each task's
+    assert logp.n < expt.n and logp.half_widths[0] is not None  # private labels missing: fewer, still bounded at 80 %
+    assert own["beta"][2].tasks[1].temperature is not None  # a private classification task: temperature and sets
+
+    smiles = ["CCO", "c1ccccc1O", "CCCCCCCC", "not a smiles"]
+    options = StandardizeOptions(**info["standardize"])
+    frame = predict_smiles(model, smiles, standardize=options, calibration=calibration)
+    for pct in ("80", "90", "95"):
+        assert {f"logp_lower_{pct}", f"logp_upper_{pct}", f"expt_lower_{pct}"} <= set(frame.columns)
+    assert (frame["logp_lower_80"][:3] < frame["logp"][:3]).all() and (
+        frame["logp"][:3] < frame["logp_upper_80"][:3]
+    ).all()
+    assert frame["in_domain"].tolist()[3] is False and frame["domain_score"][:3].notna().all()
+    sets = predict_smiles(own["beta"][0], smiles[:3], standardize=options, calibration=own["beta"][2])
+    assert sets["soluble_set_90"].isin(["0", "1", "0|1", "none"]).all()
+
+    # nothing of the partners' own calibrations reaches the federation's store: their own domain means and the
+    # private tasks' half-widths, as their model.json writes them
+    needles = set()
+    for name, private in (("alpha", 1), ("beta", None), ("gamma", 0)):
+        c = own[name][2]
+        assert c.domain is not None
+        values = [*c.domain.mean, *(c.tasks[private].half_widths if private is not None else ())]
+        needles |= {repr(float(v)).encode() for v in values if v is not None and len(repr(float(v))) >= 12}
+    assert len(needles) >= 40
+    control = (_exported(run, "alpha") / ph.META_FILE).read_bytes()  # the scan finds them where they belong
+    assert sum(n in control for n in needles) >= 16
+    mine = MlflowClient(f"sqlite:///{run.root / 'alpha-mlflow' / 'mlflow.db'}")
+    (found,) = mine.search_runs([mine.get_experiment_by_name("molfed-partner-alpha").experiment_id])
+    logged = Path(mine.download_artifacts(found.info.run_id, "model/model.json", str(run.root / "own"))).read_bytes()
+    assert logged == control  # alpha's own MLflow holds its calibrated model
+    files = [f for f in (run.root / "mlruns").rglob("*") if f.is_file()]
+    assert files
+    for f in files:
+        data_bytes = f.read_bytes()
+        assert not any(n in data_bytes for n in needles), f"a partner's own calibration found in {f}"
+
+
 def test_leak_audit_finds_no_partner_structure_after_the_flow(run):
     """``molfed audit``'s index of this module's libraries over its MLflow store and the session's PREFECT_HOME."""
     report = audit_stores(run.config)
