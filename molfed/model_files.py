@@ -11,6 +11,7 @@ store and loads them through here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,25 +163,59 @@ def load_model_files(weights_path: Path, meta_path: Path) -> LoadedModel:
     ValueError
         If ``model.json`` is not a valid molfed model config or the weights do not fit it.
     """
-    meta = parse_model_file(Path(meta_path).read_bytes())
+    return _build(parse_model_file(Path(meta_path).read_bytes()), weights_path)
+
+
+def _build(meta: ModelFile, weights_path: Path) -> LoadedModel:
     model = materialize(meta.spec, load_weights(str(weights_path)), meta.scaling.model_dump())
     model.eval()
     return LoadedModel(model, meta.standardize, meta.calibration)
 
 
+EXPORT_FILES = ("model.pt", "model.json")
+"""A partner's own exported model (trunk + private head, :func:`molfed.federated.private_heads.export_model`):
+weights and ``model.json`` at the top of ``<workspace>/models/<federation run>/``."""
+EXPORT_ONLY_KEYS = frozenset({"partner", "federation_run", "metrics"})
+"""Keys an exported model's ``model.json`` adds (who, which federation, its test metrics); nothing else extra."""
+
+
 def load_model_dir(directory: Path) -> LoadedModel:
-    """Load a molfed model from a local MLflow model directory (e.g. ``mlflow artifacts download -u
-    models:/name/1 -d DIR``), reading only its :data:`MODEL_FILES`.
+    """Load a molfed model from a local directory, reading only its data files: an MLflow model directory (e.g.
+    ``mlflow artifacts download -u models:/name/1 -d DIR``: :data:`MODEL_FILES`) or a partner's exported model
+    (:data:`EXPORT_FILES`, its own calibration included).
 
     Raises
     ------
     FileNotFoundError
-        If one of :data:`MODEL_FILES` is missing.
+        If neither layout's files are there.
     ValueError
         As :func:`load_model_files`.
     """
+    exported = [Path(directory) / name for name in EXPORT_FILES]
+    if all(path.is_file() for path in exported):
+        return load_exported_dir(*exported)
     weights_path, meta_path = (Path(directory) / name for name in MODEL_FILES)
     for path in (weights_path, meta_path):
         if not path.is_file():
             raise FileNotFoundError(f"no {Path(*path.parts[-2:])} in {directory} (expected a molfed model directory)")
     return load_model_files(weights_path, meta_path)
+
+
+def load_exported_dir(weights_path: Path, meta_path: Path) -> LoadedModel:
+    """A partner's exported model: its ``model.json`` validated as a logged model's, once the keys only an export
+    carries (:data:`EXPORT_ONLY_KEYS`) are set aside.
+
+    Raises
+    ------
+    ValueError
+        If ``model.json`` is not a JSON object, or as :func:`load_model_files`.
+    """
+    try:
+        info = json.loads(Path(meta_path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"model.json: not JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise ValueError("model.json: expected a JSON object")
+    return _build(
+        parse_model_file(json.dumps({k: v for k, v in info.items() if k not in EXPORT_ONLY_KEYS})), weights_path
+    )

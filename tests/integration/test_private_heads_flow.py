@@ -7,6 +7,7 @@ does not report its private metrics); gamma: a private regression task only. One
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -270,3 +271,29 @@ def test_leak_audit_finds_no_partner_structure_after_the_flow(run):
     report = audit_stores(run.config)
     assert report.files > 0 and report.rows > 0
     assert report.hits == [], [(str(h.path), h.location) for h in report.hits[:5]]
+
+
+def test_molfed_predict_reads_a_partners_exported_model_directory(run, tmp_path):
+    """The partner's own model (trunk + private head, its own calibration) through ``molfed predict --model DIR``:
+    the same columns as the Python API, nothing but ``model.pt`` and ``model.json`` read."""
+    import pandas as pd
+
+    from molfed.cli import main
+
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame({"smiles": ["CCO", "c1ccccc1O", "CCCCCCCC"]}).to_csv(inp, index=False)
+    directory = _exported(run, "alpha")
+    assert main(["predict", "--model", str(directory), "--input", str(inp), "--output", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert {"expt", "logp", "logp_lower_90", "logp_upper_90", "expt_lower_90"} <= set(frame.columns)
+    assert frame["logp"].between(40, 160).all()  # the private task, on its own scale
+
+    from molfed.model_files import load_model_dir
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.pt").write_bytes((directory / "model.pt").read_bytes())
+    info = json.loads((directory / "model.json").read_text())
+    (bad / "model.json").write_text(json.dumps({**info, "code": "import os"}))  # an unknown key: refused
+    with pytest.raises(ValueError, match="model.json"):
+        load_model_dir(bad)
