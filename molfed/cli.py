@@ -130,7 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--input", required=True, type=Path, help="CSV with a SMILES column")
     pred.add_argument("--smiles-column", default="smiles")
     pred.add_argument("--output", required=True, type=Path)
-    pred.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else ./mlruns")
+    pred.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="for a models:/ or runs:/ URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
 
     val = sub.add_parser("validate", help="check a config and read every partner library (writes rejects.csv)")
     val.add_argument("config", type=Path)
@@ -645,7 +649,10 @@ def _load_predictor(model: str, tracking_uri: str | None) -> Callable[[Any], Any
     if Path(model).is_dir():
         from molfed.model_files import load_model_dir
 
-        return load_model_dir(Path(model)).predict
+        loaded = load_model_dir(Path(model))
+        if tracking_uri is not None:
+            print(f"molfed: note: --tracking-uri is not used: {model} is a model directory", file=sys.stderr)
+        return loaded.predict
     from molfed.tracking import load_model
 
     pyfunc = load_model(model, tracking_uri)
