@@ -85,7 +85,23 @@ def moments_job(
     """Step 1: ``{"n": [1], "sum": [d], "outer": [d, d]}`` of the training split's graph embeddings."""
     model = p.materialize(spec, weights, scaling, device)
     _, _, _, h = outputs(model, data.splits["train"])
+    return embedding_moments(h)
+
+
+def embedding_moments(h: np.ndarray) -> cf.Sums:
+    """``{"n": [1], "sum": [d], "outer": [d, d]}`` of embeddings ``h [n, d]``: what a partner adds to the domain."""
     return {"n": np.array([float(len(h))]), "sum": h.sum(axis=0), "outer": h.T @ h}
+
+
+def domain_from_moments(moments: cf.Sums) -> cf.EmbeddingStats:
+    """Mean and precision of the embeddings whose (summed) :func:`embedding_moments` are ``moments``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`conformal.embedding_stats` (too few embeddings).
+    """
+    return cf.embedding_stats(float(moments["n"][0]), moments["sum"], moments["outer"])
 
 
 def moments_layout(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -247,7 +263,7 @@ def calibrate(
         return replies
 
     moments = summer("moments", ask("moments", {}), moments_layout(spec))
-    domain = cf.embedding_stats(float(moments["n"][0]), moments["sum"], moments["outer"])
+    domain = domain_from_moments(moments)
     layout = cf.sums_layout(spec.task_names, spec.task_types, domain=True)
     sums = summer("scores", ask("scores", {"domain": domain}), layout)
     calibration = cf.build_calibration(

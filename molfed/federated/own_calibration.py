@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from molfed.federated import conformal as cf
 from molfed.federated import partner as p
-from molfed.federated.calibration import calibration_graphs, outputs
+from molfed.federated.calibration import calibration_graphs, domain_from_moments, embedding_moments, outputs
 from molfed.models.model import MoleculeModel
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def own_calibration(
     _, _, _, h_train = outputs(model, data.splits["train"])
     domain: cf.EmbeddingStats | None = None
     try:
-        domain = cf.embedding_stats(float(len(h_train)), h_train.sum(axis=0), h_train.T @ h_train)
+        domain = domain_from_moments(embedding_moments(h_train))
     except ValueError:
         log.warning("partner %s: too few training molecules for an applicability domain of its model", data.name)
     y, raw, pred, h = outputs(model, calibration_graphs(data))
